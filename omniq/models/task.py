@@ -1,0 +1,194 @@
+"""Task and TaskStatus: the unit of work and its life cycle."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from omniq import registry
+from omniq.exceptions import InvalidTaskError
+from omniq.models.schedule import Schedule
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Priorities must order the same on every backend (Redis scores are doubles, SQL is int64).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its life cycle; the last four are terminal."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    WAITING = "waiting"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        """True for COMPLETED, FAILED, CANCELLED and EXPIRED."""
+        return self in _TERMINAL
+
+
+
+_TERMINAL = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(task_id: object) -> str:
+    """Validate a task id: 1-128 of [A-Za-z0-9_.:-], starting alphanumeric, no '..'."""
+    if not isinstance(task_id, str) or not _ID.match(task_id) or ".." in task_id:
+        raise InvalidTaskError(
+            f"invalid task id {task_id!r}: 1-128 of [A-Za-z0-9_.:-], starting with a letter or "
+            "digit, without '..'"
+        )
+    return task_id
+
+
+def check_queue_name(name: object) -> str:
+    """Validate a queue name: 1-64 of [A-Za-z0-9_.-], starting alphanumeric, without '..' or a
+    trailing '.'."""
+    if (
+        not isinstance(name, str)
+        or not _QUEUE.match(name)
+        or ".." in name
+        or name.endswith(".")
+    ):
+        raise InvalidTaskError(
+            f"invalid queue name {name!r}: 1-64 of [A-Za-z0-9_.-], starting with a letter or "
+            "digit, without '..' or a trailing '.'"
+        )
+    return name
+
+
+def _check_seconds(field: str, value: object, *, allow_zero: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        bound = "non-negative" if allow_zero else "positive"
+        raise InvalidTaskError(f"{field} must be a {bound} finite number of seconds, not {value!r}")
+
+
+def _check_count(field: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidTaskError(f"{field} must be an integer in [{low}, {high}], not {value!r}")
+
+
+class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One unit of work: a function reference, its arguments and how to run it.
+
+    User-set fields are validated when the Task is built; the queue maintains ``status``,
+    ``result``, ``error``, the timestamps, ``attempts``, ``worker_id`` and ``lease``.
+    ``revision`` counts stored changes (the queue uses it for compare-and-set).
+    """
+
+    if TYPE_CHECKING:
+        func: Callable[..., Any] | str
+    else:
+        func: Any
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    queue_name: str = "default"
+    priority: int = 0
+    ttl: float | None = None
+    retries: int = 0
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    timeout: float | None = None
+    depends_on: list[str] = msgspec.field(default_factory=list)
+    schedule: Schedule | None = None
+    id: str = msgspec.field(default_factory=_new_id)
+    status: TaskStatus = TaskStatus.PENDING
+    result: Any = None
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    run_at: datetime | None = None
+    attempts: int = 0
+    worker_id: str | None = None
+    lease: str | None = None
+    lease_expires_at: datetime | None = None
+    revision: int = 0
+
+    def __post_init__(self) -> None:
+        if callable(self.func):
+            self._apply_options(registry.options_of(self.func))
+            registry.allow(self.func)
+        else:
+            registry.check_reference(self.func)
+        self._validate()
+
+    def _apply_options(self, opts: registry.TaskOptions | None) -> None:
+        # Only fields still at Task's own default take the decorator's value.
+        if opts is None:
+            return
+        for name in opts.__struct_fields__:
+            value = getattr(opts, name)
+            if value is not None and getattr(self, name) == _DEFAULTS[name]:
+                setattr(self, name, value)
+
+    def _validate(self) -> None:
+        if isinstance(self.args, list):
+            self.args = tuple(self.args)
+        if not isinstance(self.args, tuple):
+            raise InvalidTaskError(f"args must be a tuple, not {type(self.args).__name__}")
+        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+            raise InvalidTaskError("kwargs must be a dict with string keys")
+        check_id(self.id)
+        check_queue_name(self.queue_name)
+        _check_count("priority", self.priority, PRIORITY_MIN, PRIORITY_MAX)
+        _check_count("retries", self.retries, 0, 2**31)
+        _check_count("max_retries", self.max_retries, 0, 1_000_000)
+        _check_count("attempts", self.attempts, 0, 2**62)
+        _check_seconds("retry_delay", self.retry_delay, allow_zero=True)
+        for field in ("ttl", "timeout"):
+            if getattr(self, field) is not None:
+                _check_seconds(field, getattr(self, field), allow_zero=False)
+        if not isinstance(self.depends_on, list):
+            raise InvalidTaskError("depends_on must be a list of task ids")
+        self.depends_on = list(dict.fromkeys(check_id(dep) for dep in self.depends_on))
+        if self.id in self.depends_on:
+            raise InvalidTaskError(f"task {self.id} cannot depend on itself")
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise InvalidTaskError("schedule must be a Schedule")
+
+    @property
+    def func_ref(self) -> str:
+        """The ``"module:qualname"`` reference of ``func``."""
+        return self.func if isinstance(self.func, str) else registry.reference(self.func)
+
+    @property
+    def recurring(self) -> bool:
+        """True when the task has a cron or interval schedule."""
+        return self.schedule is not None and self.schedule.recurring
+
+    @property
+    def paused(self) -> bool:
+        """True when the task's schedule is held by pause_task."""
+        return self.schedule is not None and self.schedule.paused
+
+
+_DEFAULTS: dict[str, Any] = {
+    "queue_name": "default",
+    "priority": 0,
+    "max_retries": 0,
+    "retry_delay": 1.0,
+    "timeout": None,
+    "ttl": None,
+}
