@@ -71,7 +71,7 @@ class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
         occurrence missed while no worker ran collapses into this one.
         """
         if self.cron is not None:
-            return _cron_after(self.cron, self.tz, max(previous, now))
+            return _cron_after(self.cron, self.tz, max(previous, now), previous=previous)
         if self.interval is None:
             return None
         step = self._step()
@@ -108,7 +108,15 @@ def _check_cron(expr: object, zone: ZoneInfo) -> None:
         raise InvalidTaskError(f"invalid cron expression {expr!r}: {exc}") from None
 
 
-def _cron_after(expr: str, tz: str, after: datetime) -> datetime:
-    local = after.astimezone(ZoneInfo(tz))
-    nxt: datetime = croniter(expr, local).get_next(datetime)
+def _cron_after(expr: str, tz: str, after: datetime, previous: datetime | None = None) -> datetime:
+    """The first cron time after ``after``, in ``tz``. A wall-clock time that repeats when
+    clocks go back fires once; one skipped when they go forward fires at the first valid
+    moment after it (croniter's rule, as classic cron does)."""
+    zone = ZoneInfo(tz)
+    times = croniter(expr, after.astimezone(zone))
+    nxt: datetime = times.get_next(datetime)
+    if previous is not None:
+        wall = previous.astimezone(zone).replace(tzinfo=None)
+        while nxt.replace(tzinfo=None) <= wall:
+            nxt = times.get_next(datetime)
     return nxt.astimezone(UTC)
