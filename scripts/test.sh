@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install OmniQ with every backend and the test tools into .venv, then run the whole suite
+# (lint, types, tests). Extra arguments go to pytest. Needs PostgreSQL, Redis and NATS on
+# loopback for the server backends: ../shared/services.sh (or your own) starts them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[all,test]'
+.venv/bin/ruff check omniq
+.venv/bin/mypy --strict omniq
+exec .venv/bin/python -m pytest "$@"
