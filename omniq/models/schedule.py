@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import croniter
 
 from omniq.exceptions import InvalidTaskError
 
@@ -100,6 +99,8 @@ def _interval(value: object) -> timedelta:
 
 
 def _check_cron(expr: object, zone: ZoneInfo) -> None:
+    from croniter import croniter  # imported on first use: it is slow to import
+
     if not isinstance(expr, str) or len(expr.split()) != 5 or not croniter.is_valid(expr):
         raise InvalidTaskError(f"invalid cron expression {expr!r} (5 fields expected)")
     try:
@@ -112,6 +113,8 @@ def _cron_after(expr: str, tz: str, after: datetime, previous: datetime | None =
     """The first cron time after ``after``, in ``tz``. A wall-clock time that repeats when
     clocks go back fires once; one skipped when they go forward fires at the first valid
     moment after it (croniter's rule, as classic cron does)."""
+    from croniter import croniter
+
     zone = ZoneInfo(tz)
     times = croniter(expr, after.astimezone(zone))
     nxt: datetime = times.get_next(datetime)

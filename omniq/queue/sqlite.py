@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from msgspec.structs import replace
@@ -71,7 +72,15 @@ class SQLiteTaskQueue(BaseTaskQueue):
     # -- connection -------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._db = await aiosqlite.connect(self.database_path, isolation_level=None)
+        # Checked first: aiosqlite's thread outlives a failed connect and reports to a loop
+        # that may be gone by then.
+        folder = Path(self.database_path).parent
+        if self.database_path != ":memory:" and not folder.is_dir():
+            raise BackendError(f"cannot open {self.database_path}: no directory {folder}")
+        try:
+            self._db = await aiosqlite.connect(self.database_path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open {self.database_path}: {exc}") from exc
         try:
             await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             await self._db.execute("PRAGMA journal_mode = WAL")
