@@ -1,0 +1,784 @@
+"""NATSTaskQueue: task records in a JetStream key-value bucket, claimed by compare-and-set.
+
+JetStream has no sorted index, so every queue object mirrors its namespace's bucket in memory
+(fed by an ordered KV watcher) and picks claim candidates locally; the bucket's per-key
+revision makes each claim and update atomic. Design and guarantees: docs/backends/nats.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import msgspec
+from msgspec.structs import replace
+
+from omniq.exceptions import BackendError, InvalidTaskError
+from omniq.models.task import Task, TaskStatus
+from omniq.queue import rules
+from omniq.queue.base import BaseTaskQueue
+from omniq.queue.url import import_driver, redact
+from omniq.serialization import decode_task, encode_task
+
+nats_client = import_driver("nats.aio.client")
+nats_errors = import_driver("nats.errors")
+js_api = import_driver("nats.js.api")
+js_errors = import_driver("nats.js.errors")
+
+_log = logging.getLogger(__name__)
+
+_KV_OP = "KV-Operation"
+_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+_WRONG_LAST = frozenset({10071, 10164})  # JetStream's "wrong last sequence" error codes
+_CHUNK = 1000  # requests pipelined at once
+_CAS_TRIES = 5  # per-key compare-and-set attempts; each failure means another writer won
+_CLAIM_ROUNDS = 8  # candidate batches one claim tries before returning what it has
+_STALL = 1.0  # seconds the watcher may lag a barrier before it is rebuilt
+_HEARTBEAT = 2.0  # the watcher's idle heartbeat: a lost consumer is rebuilt after two misses
+# Key ids use [A-Za-z0-9_.:-]; KV keys allow neither ':' nor empty '.'-tokens, so ':' -> '='
+# and '.' -> '/' (ids never contain '=' or '/', so the mapping is reversible).
+_ENC = str.maketrans({":": "=", ".": "/"})
+_DEC = str.maketrans({"=": ":", "/": "."})
+# Set by _is_paused right before the base class calls _claim in the same task: the barrier it
+# ran already happened inside this claim, so _claim need not run another.
+_CLAIM_SYNCED: ContextVar[tuple[int, float] | None] = ContextVar("omniq_nats_synced", default=None)
+
+
+class _Head(msgspec.Struct, array_like=True):
+    """A stored record: the fields a claim rewrites, then the task as encoded at its last full
+    write (read back with the fields overlaid). ``seq`` is the enqueue order: the bucket
+    revision of the creating write, which that write cannot know, so it stores 0."""
+
+    seq: int
+    queue: str
+    status: TaskStatus
+    priority: int
+    ready_at: float | None
+    revision: int
+    lease: str | None
+    worker_id: str | None
+    attempts: int
+    started_at: float | None
+    depends_on: list[str]
+    body: bytes
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Head).decode
+
+
+class _Row(NamedTuple):
+    kv: int  # bucket revision of this version
+    seq: int
+    head: _Head
+
+
+# (-priority, ready_at, seq, kv revision, id): an entry whose revision moved on is stale.
+_Entry = tuple[int, float, int, int, str]
+
+
+def _head(task: Task, seq: int, body: bytes | None = None) -> _Head:
+    return _Head(
+        seq=seq, queue=task.queue_name, status=task.status, priority=task.priority,
+        ready_at=rules.ready_at(task), revision=task.revision, lease=task.lease,
+        worker_id=task.worker_id, attempts=task.attempts, started_at=rules.epoch(task.started_at),
+        depends_on=task.depends_on, body=encode_task(task) if body is None else body,
+    )
+
+
+def _task(head: _Head) -> Task:
+    return replace(
+        decode_task(head.body), status=head.status, revision=head.revision, lease=head.lease,
+        worker_id=head.worker_id, attempts=head.attempts,
+        started_at=rules.from_epoch(head.started_at),
+        lease_expires_at=(
+            rules.from_epoch(head.ready_at) if head.status is TaskStatus.RUNNING else None
+        ),
+    )
+
+
+class _Index:
+    """This process's mirror of the bucket: records, status sets, dependents, paused queues and
+    per-queue heaps of claim candidates. ``seen`` is the last bucket revision the watcher
+    delivered; everything at or below it is reflected here."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.rows: dict[str, _Row] = {}
+        self.members: defaultdict[tuple[str, TaskStatus], set[str]] = defaultdict(set)
+        self.children: defaultdict[str, set[str]] = defaultdict(set)
+        self.paused: set[str] = set()
+        self.due: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self.later: defaultdict[str, list[tuple[float, _Entry]]] = defaultdict(list)
+        self.seen = 0
+        self.written = 0  # the newest revision this process wrote
+
+    def put(self, task_id: str, kv: int, head: _Head) -> bool:
+        old = self.rows.get(task_id)
+        if old is not None:
+            if kv <= old.kv:
+                return False
+            self._unlink(task_id, old)
+        row = _Row(kv, head.seq or kv, head)
+        self.rows[task_id] = row
+        self.members[(head.queue, head.status)].add(task_id)
+        for dep in head.depends_on:
+            self.children[dep].add(task_id)
+        if head.ready_at is not None:
+            entry = (-head.priority, head.ready_at, row.seq, kv, task_id)
+            heapq.heappush(self.later[head.queue], (head.ready_at, entry))
+        return True
+
+    def remove(self, task_id: str, kv: int) -> _Row | None:
+        old = self.rows.get(task_id)
+        if old is None or kv <= old.kv:
+            return None
+        del self.rows[task_id]
+        self._unlink(task_id, old)
+        return old
+
+    def _unlink(self, task_id: str, row: _Row) -> None:
+        self.members[(row.head.queue, row.head.status)].discard(task_id)
+        for dep in row.head.depends_on:
+            kids = self.children.get(dep)
+            if kids is not None:
+                kids.discard(task_id)
+                if not kids:
+                    del self.children[dep]
+
+    def fresh(self, entry: _Entry) -> bool:
+        row = self.rows.get(entry[4])
+        return row is not None and row.kv == entry[3]
+
+    def promote(self, queue: str, now: float) -> None:
+        later, due = self.later[queue], self.due[queue]
+        while later and later[0][0] <= now:
+            entry = heapq.heappop(later)[1]
+            if self.fresh(entry):
+                heapq.heappush(due, entry)
+
+    def take(self, queue: str, count: int) -> list[_Entry]:
+        due, taken, ids = self.due[queue], list[_Entry](), set[str]()
+        while due and len(taken) < count:
+            entry = heapq.heappop(due)
+            if self.fresh(entry) and entry[4] not in ids:
+                taken.append(entry)
+                ids.add(entry[4])
+        return taken
+
+    def next_ready(self, queue: str, now: float) -> float | None:
+        self.promote(queue, now)
+        later = self.later[queue]
+        while later and not self.fresh(later[0][1]):
+            heapq.heappop(later)
+        return later[0][0] if later else None
+
+
+def _describe_url(url: str) -> str:
+    # nats://token@host uses the user part as a secret token: hide it like a password.
+    parts = urlsplit(url)
+    if parts.password is None and parts.username:
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return redact(url)
+
+
+def _secrets(url: str) -> set[str]:
+    parts = urlsplit(url)
+    secret = parts.password or parts.username
+    return {secret, unquote(secret)} if secret else set()
+
+
+class NATSTaskQueue(BaseTaskQueue):
+    """Tasks in a NATS JetStream key-value bucket (``OMNIQ_<namespace>``), shared safely by
+    any number of processes. ``timeout`` bounds each request, ``connect_timeout`` the first
+    connection; afterwards the client reconnects by itself and calls fail with BackendError
+    while the server is away."""
+
+    def __init__(
+        self,
+        servers: Sequence[str] | str = ("nats://localhost:4222",),
+        *,
+        lease_timeout: float = 30.0,
+        namespace: str = "omniq",
+        max_payload: int = 1 << 20,
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        replicas: int = 1,
+    ) -> None:
+        super().__init__(lease_timeout=lease_timeout, namespace=namespace, max_payload=max_payload)
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise ValueError("NATSTaskQueue needs at least one server URL")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.replicas = replicas
+        self._where = ",".join(_describe_url(s) for s in self.servers)
+        self._hidden = set().union(*(_secrets(s) for s in self.servers))
+        self._bucket = f"OMNIQ_{namespace}"
+        self._stream = f"KV_{self._bucket}"
+        self._prefix = f"$KV.{self._bucket}."
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+        self._wanted = False  # connect() was called and close() was not
+        self._ready = False  # bucket exists and the index is caught up
+        self._lock = asyncio.Lock()
+        self._index = _Index()
+        self._watch_gen = 0
+        self._barriers: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._listeners: list[tuple[frozenset[str], asyncio.Future[None]]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._acks: dict[str, asyncio.Future[Any]] = {}
+        self._inbox = ""
+        self._counter = 0
+
+    def _describe(self) -> str:
+        return repr([_describe_url(s) for s in self.servers])
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._hidden:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- connection -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _errors(self, doing: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (nats_errors.Error, OSError, TimeoutError) as exc:
+            if isinstance(exc, nats_errors.ConnectionClosedError | nats_errors.NoRespondersError
+                          | js_errors.NoStreamResponseError | js_errors.NotFoundError):
+                self._ready = False  # reconnect / re-create the bucket on the next call
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            message = f"NATS ({self._where}) failed while {doing}: {detail}"
+            raise BackendError(self._scrub(message)) from None
+
+    async def _open(self) -> None:
+        self._wanted = True
+        try:
+            await self._ensure()
+        except BaseException:
+            self._wanted = False
+            await self._teardown()
+            raise
+
+    async def _close(self) -> None:
+        self._wanted = False
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        self._ready = False
+        await self._unwatch()
+        background = [t for t in self._background if t is not asyncio.current_task()]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for _, _, fut in self._barriers:
+            if not fut.done():
+                fut.set_exception(BackendError(f"NATS ({self._where}): connection closed"))
+        self._barriers.clear()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with suppress(Exception):
+                await nc.close()
+        self._index.clear()
+
+    async def _ensure(self) -> None:
+        """Connect, create the bucket and catch the index up, unless already done."""
+        if self._ready and self._nc is not None and not self._nc.is_closed:
+            return
+        if not self._wanted:
+            raise BackendError("queue is not connected: use 'async with queue' or connect()")
+        async with self._lock:
+            if self._ready and self._nc is not None and not self._nc.is_closed:
+                return
+            async with self._errors("connecting"):
+                if self._nc is None or self._nc.is_closed:
+                    await self._teardown()
+                    self._nc = await self._dial()
+                    self._js = self._nc.jetstream(timeout=self.timeout)
+                    self._inbox = self._nc.new_inbox()
+                    await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+                await self._create_bucket()
+                self._index.clear()
+                await self._watch()
+                await self._barrier()
+                self._ready = True
+
+    async def _dial(self) -> Any:
+        nc = nats_client.Client()
+        try:
+            await asyncio.wait_for(nc.connect(
+                servers=self.servers, name=f"omniq-{self.namespace}",
+                connect_timeout=self.connect_timeout, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                ping_interval=10, max_outstanding_pings=3,
+                # Fail at once while disconnected instead of buffering writes that would be
+                # applied after we reported them failed.
+                pending_size=0,
+                error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            ), self.connect_timeout)
+        except BaseException:
+            with suppress(Exception):
+                await nc.close()
+            raise
+        return nc
+
+    async def _create_bucket(self) -> None:
+        try:
+            await self._js.stream_info(self._stream)
+        except js_errors.NotFoundError:
+            await self._js.create_key_value(
+                bucket=self._bucket, history=1, direct=True, replicas=self.replicas,
+                description=f"OmniQ tasks of namespace {self.namespace}",
+            )
+
+    async def _on_error(self, exc: Exception) -> None:
+        _log.debug("NATS client error: %s", self._scrub(f"{type(exc).__name__}: {exc}"))
+
+    async def _on_disconnect(self) -> None:
+        if self._nc is None:  # our own close()
+            return
+        _log.warning("lost the NATS connection (%s); reconnecting", self._where)
+        for _, fut in self._listeners:  # idle workers learn at once, and back off
+            if not fut.done():
+                fut.set_exception(BackendError(f"lost the NATS connection ({self._where})"))
+
+    async def _on_reconnect(self) -> None:
+        # The server may have lost our ephemeral watcher: rebuild it from where it stopped.
+        _log.info("reconnected to NATS (%s)", self._where)
+        task = asyncio.get_running_loop().create_task(self._rewatch())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rewatch(self) -> None:
+        try:
+            async with self._lock:
+                if self._ready:
+                    await self._watch()
+        except Exception as exc:  # the next barrier notices and tries again
+            _log.debug("rebuilding the NATS watcher failed: %s", self._scrub(str(exc)))
+
+    # -- the watcher and barriers -----------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """(Re)start the ordered consumer that feeds the index, from the revision after
+        ``seen``: with history 1 the stream holds exactly the latest version of every key."""
+        await self._unwatch()
+        self._watch_gen += 1
+        gen = self._watch_gen
+
+        async def deliver(msg: Any) -> None:
+            if gen == self._watch_gen:  # a replaced watcher's leftovers are ignored
+                self._on_msg(msg)
+
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._index.seen + 1,
+        )
+        self._sub = await self._js.subscribe(
+            self._prefix + ">", stream=self._stream, cb=deliver, config=config,
+            ordered_consumer=True, idle_heartbeat=_HEARTBEAT,
+        )
+
+    async def _unwatch(self) -> None:
+        sub, self._sub = self._sub, None
+        self._watch_gen += 1
+        if sub is not None:
+            with suppress(Exception):
+                await sub.unsubscribe()
+
+    def _on_msg(self, msg: Any) -> None:
+        kv = int(msg.metadata.sequence.stream)
+        deleted = bool(msg.headers and msg.headers.get(_KV_OP))
+        kind, _, name = msg.subject[len(self._prefix):].partition(".")
+        name = name.translate(_DEC)
+        if kind == "t":
+            if deleted:
+                old = self._index.remove(name, kv)
+                if old is not None:
+                    self._wake(old.head.queue, False)
+            else:
+                try:
+                    head = _decode(msg.data)
+                except msgspec.DecodeError:
+                    _log.warning("ignoring an undecodable record %r in %s", name, self._bucket)
+                else:
+                    self._absorb(name, kv, head, watched=True)
+        elif kind == "p":
+            paused = not deleted and msg.data == b"1"
+            (self._index.paused.add if paused else self._index.paused.discard)(name)
+            self._wake(name, not paused)
+        self._index.seen = max(self._index.seen, kv)
+        while self._barriers and self._barriers[0][0] <= self._index.seen:
+            fut = heapq.heappop(self._barriers)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    def _absorb(self, task_id: str, kv: int, head: _Head, *, watched: bool = False) -> None:
+        # A version read or written directly is newer than the index only if the watcher
+        # has not delivered it yet; older ones are skipped so a later delete is never undone.
+        if (watched or kv > self._index.seen) and self._index.put(task_id, kv, head):
+            self._wake(head.queue, head.ready_at is not None
+                       and head.status is not TaskStatus.RUNNING)
+
+    def _wake(self, queue: str, ready: bool) -> None:
+        if ready:
+            # A worker that read ``generation`` before this change does not go to sleep on it
+            # (a change landing between its claim and its wait is not lost).
+            self._generation += 1
+        for names, fut in self._listeners:
+            if not fut.done() and (not names or (ready and queue in names)):
+                fut.set_result(None)
+
+    async def _barrier(self) -> None:
+        """Wait until the index reflects every write the server acknowledged before now."""
+        async with self._errors("reading"):
+            info = await self._js.stream_info(self._stream)
+        target = int(info.state.last_seq)
+        if target < self._index.seen:  # the stream was deleted and created again under us
+            self._index.clear()
+            await self._watch()
+        await self._reach(target)
+
+    async def _reach(self, target: int) -> None:
+        """Wait until the watcher delivered revision ``target``, rebuilding it if it stalls."""
+        for wait in (_STALL, self.timeout):
+            if self._index.seen >= target:
+                return
+            self._counter += 1
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._barriers, (target, self._counter, fut))
+            try:
+                await asyncio.wait_for(fut, wait)
+                return
+            except TimeoutError:
+                async with self._errors("rebuilding the watcher"):
+                    await self._watch()
+        raise BackendError(f"NATS ({self._where}): the task index did not catch up")
+
+    async def _sync(self) -> None:
+        await self._ensure()
+        await self._barrier()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _subject(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}.{name.translate(_ENC)}"
+
+    async def _publish(
+        self, items: Sequence[tuple[str, bytes, int | None, bool]], doing: str
+    ) -> list[int | None]:
+        """Publish (subject, value, expected revision, delete) in order, pipelined; per item
+        the new revision, or None where the expected revision was not current."""
+        # Our own ack inbox rather than js.publish_async: strict order, one round trip, and
+        # error replies reach us (nats-py's async publish drops them).
+        out: list[int | None] = []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(items), _CHUNK):
+            tokens: list[str] = []
+            async with self._errors(doing):
+                try:
+                    for subject, value, last, delete in items[start : start + _CHUNK]:
+                        headers = {} if last is None else {_EXPECT: str(last)}
+                        if delete:
+                            headers[_KV_OP] = "DEL"
+                        self._counter += 1
+                        tokens.append(str(self._counter))
+                        self._acks[tokens[-1]] = loop.create_future()
+                        await self._nc.publish(subject, value, reply=f"{self._inbox}.{tokens[-1]}",
+                                               headers=headers or None)
+                    acks = await asyncio.wait_for(
+                        asyncio.gather(*(self._acks[t] for t in tokens)), self.timeout)
+                finally:
+                    for token in tokens:
+                        self._acks.pop(token).cancel()
+                for ack in acks:
+                    if isinstance(ack, BaseException):
+                        raise ack
+                    out.append(ack)
+                    if ack is not None:
+                        self._index.written = max(self._index.written, ack)
+        return out
+
+    async def _on_ack(self, msg: Any) -> None:
+        fut = self._acks.get(msg.subject.rpartition(".")[2])
+        if fut is None or fut.done():
+            return
+        if not msg.data:  # a status reply: no stream listens on the subject
+            fut.set_result(js_errors.NoStreamResponseError())
+            return
+        try:
+            reply = msgspec.json.decode(msg.data)
+            error = reply.get("error")
+            if error is None:
+                fut.set_result(int(reply["seq"]))
+            elif error.get("err_code") in _WRONG_LAST:
+                fut.set_result(None)
+            else:
+                fut.set_result(js_errors.APIError(
+                    code=error.get("code"), err_code=error.get("err_code"),
+                    description=error.get("description")))
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            fut.set_result(nats_errors.Error(f"unexpected publish reply: {exc}"))
+
+    async def _fetch(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
+        """The latest version of each key: (revision, value, None for a delete marker)."""
+
+        async def one(key: str) -> tuple[int, bytes | None] | None:
+            try:
+                msg = await self._js.get_msg(self._stream, subject=key, direct=True)
+            except js_errors.NotFoundError:
+                return None
+            deleted = bool(msg.headers and msg.headers.get(_KV_OP))
+            return int(msg.seq), None if deleted else (msg.data or b"")
+
+        found: dict[str, tuple[int, bytes | None]] = {}
+        async with self._errors("reading"):
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                for key, got in zip(chunk, await asyncio.gather(*map(one, chunk)), strict=True):
+                    if got is not None:
+                        found[key] = got
+        return found
+
+    async def _load(self, task_ids: Sequence[str]) -> dict[str, _Row]:
+        """Read records straight from the server (feeding the index with what is newer)."""
+        fetched = await self._fetch([self._subject("t", i) for i in task_ids])
+        rows: dict[str, _Row] = {}
+        for task_id in task_ids:
+            got = fetched.get(self._subject("t", task_id))
+            if got is not None and got[1] is not None:
+                head = _decode(got[1])
+                self._absorb(task_id, got[0], head)
+                rows[task_id] = _Row(got[0], head.seq or got[0], head)
+        return rows
+
+    async def _cas(self, task_id: str, change: Callable[[_Row], _Head | None]) -> bool:
+        """Write ``change(row)`` if the record is still that row; on a conflict re-read it
+        and decide again. False when ``change`` declines or the task is gone."""
+        row = self._index.rows.get(task_id)
+        for _ in range(_CAS_TRIES):
+            head = change(row) if row is not None else None
+            if row is None or head is None:  # the cached row may be stale: ask the server
+                row = (await self._load([task_id])).get(task_id)
+                head = change(row) if row is not None else None
+                if row is None or head is None:
+                    return False
+            [kv] = await self._publish(
+                [(self._subject("t", task_id), _encode(head), row.kv, False)], "updating")
+            if kv is not None:
+                self._absorb(task_id, kv, head)
+                return True
+            row = None
+        return False
+
+    # -- primitives -------------------------------------------------------------------------
+
+    async def _insert(self, tasks: list[Task]) -> list[bool]:
+        await self._ensure()
+        limit = int(self._nc.max_payload)
+        heads, values = [], []
+        for task in tasks:
+            head = _head(task, 0)
+            value = _encode(head)
+            if len(value) + 512 > limit:  # headers share the server's message limit
+                raise InvalidTaskError(
+                    f"task {task.id} is {len(value)} bytes stored, over the NATS server's "
+                    f"max_payload ({limit} bytes)")
+            heads.append(head)
+            values.append(value)
+        subjects = [self._subject("t", t.id) for t in tasks]
+        revs = await self._publish(
+            [(s, v, 0, False) for s, v in zip(subjects, values, strict=True)], "enqueueing")
+        conflicts = [i for i, kv in enumerate(revs) if kv is None]
+        if conflicts:
+            # A deleted id leaves a delete marker; creating it again must expect that revision.
+            current = await self._fetch([subjects[i] for i in conflicts])
+            again = [(i, current[subjects[i]][0]) for i in conflicts
+                     if subjects[i] in current and current[subjects[i]][1] is None]
+            retried = await self._publish(
+                [(subjects[i], values[i], last, False) for i, last in again], "enqueueing")
+            for (i, _), kv in zip(again, retried, strict=True):
+                revs[i] = kv
+        for task, head, kv in zip(tasks, heads, revs, strict=True):
+            if kv is not None:
+                self._absorb(task.id, kv, head)
+        return [kv is not None for kv in revs]
+
+    async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        await self._ensure()
+        return {i: _task(row.head) for i, row in (await self._load(task_ids)).items()}
+
+    async def _replace(self, task: Task, expected_revision: int) -> bool:
+        await self._ensure()
+        body = encode_task(task)
+
+        def change(row: _Row) -> _Head | None:
+            if row.head.revision != expected_revision:
+                return None
+            return _head(task, row.seq, body)
+
+        return await self._cas(task.id, change)
+
+    async def _claim(
+        self,
+        queue_name: str,
+        now: float,
+        limit: int,
+        worker_id: str | None,
+        lease: str,
+        lease_expires: float,
+    ) -> list[Task]:
+        mark = _CLAIM_SYNCED.get()
+        _CLAIM_SYNCED.set(None)
+        if mark is None or mark[0] != id(self) or time.monotonic() - mark[1] > _STALL:
+            await self._sync()
+        if queue_name in self._index.paused:
+            return []
+        claimed: list[tuple[_Entry, Task]] = []
+        for _ in range(_CLAIM_ROUNDS):
+            self._index.promote(queue_name, now)
+            batch = self._index.take(queue_name, limit - len(claimed))
+            if not batch:
+                break
+            olds = [self._index.rows[e[4]].head for e in batch]
+            heads = [replace(
+                old, seq=e[2], status=TaskStatus.RUNNING, lease=lease, worker_id=worker_id,
+                attempts=old.attempts + 1, started_at=now, ready_at=lease_expires,
+                revision=old.revision + 1,
+            ) for e, old in zip(batch, olds, strict=True)]
+            try:
+                revs = await self._publish([
+                    (self._subject("t", e[4]), _encode(h), e[3], False)
+                    for e, h in zip(batch, heads, strict=True)
+                ], "claiming")
+            except BaseException:
+                for entry in batch:  # outcome unknown: keep them claimable here
+                    heapq.heappush(self._index.due[queue_name], entry)
+                raise
+            lost = []
+            for entry, head, kv in zip(batch, heads, revs, strict=True):
+                if kv is None:
+                    lost.append(entry[4])  # another worker (or writer) got there first
+                else:
+                    self._absorb(entry[4], kv, head)
+                    claimed.append((entry, _task(head)))
+            if len(claimed) >= limit:
+                break
+            if lost:
+                await self._load(lost)  # their new versions re-enter the heaps if ready
+        claimed.sort(key=lambda pair: pair[0])
+        return [task for _, task in claimed]
+
+    async def _extend(self, task_id: str, lease: str, until: float) -> bool:
+        await self._ensure()
+
+        def change(row: _Row) -> _Head | None:
+            head = row.head
+            if head.status is not TaskStatus.RUNNING or head.lease != lease:
+                return None
+            return replace(head, seq=row.seq, ready_at=until, revision=head.revision + 1)
+
+        return await self._cas(task_id, change)
+
+    async def _delete(self, task_ids: Sequence[str]) -> list[str]:
+        await self._ensure()
+        rows = {i: self._index.rows[i] for i in task_ids if i in self._index.rows}
+        rows.update(await self._load([i for i in task_ids if i not in rows]))
+        deleted: list[str] = []
+        for _ in range(_CAS_TRIES):
+            if not rows:
+                break
+            ids = list(rows)
+            revs = await self._publish(
+                [(self._subject("t", i), b"", rows[i].kv, True) for i in ids], "deleting")
+            deleted.extend(i for i, kv in zip(ids, revs, strict=True) if kv is not None)
+            # Conflicts were stale reads: delete the current version, if there still is one.
+            rows = await self._load([i for i, kv in zip(ids, revs, strict=True) if kv is None])
+        return deleted
+
+    async def _dependents(self, task_ids: Sequence[str]) -> set[str]:
+        # Called right after this process ended or deleted those tasks. A dependent created
+        # before that write has a lower revision, so it is indexed once the watcher passes our
+        # own newest write; one created after it reads the ended task itself when enqueued.
+        await self._ensure()
+        await self._reach(self._index.written)
+        return {kid for i in task_ids for kid in self._index.children.get(i, ())}
+
+    async def _list(
+        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+    ) -> list[Task]:
+        await self._sync()
+        rows = self._index.rows
+        found = [
+            (rows[i].seq, i)
+            for (queue, status), ids in self._index.members.items()
+            if (queue_name is None or queue == queue_name)
+            and (statuses is None or status in statuses)
+            for i in ids
+        ]
+        chosen = sorted(found) if limit is None else heapq.nsmallest(limit, found)
+        return [_task(rows[i].head) for _, i in chosen]
+
+    async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
+        await self._sync()
+        counts: dict[TaskStatus, int] = defaultdict(int)
+        for (queue, status), ids in self._index.members.items():
+            if queue_name is None or queue == queue_name:
+                counts[status] += len(ids)
+        return counts
+
+    async def _set_paused(self, queue_name: str, paused: bool) -> None:
+        await self._ensure()
+        value = b"1" if paused else b"0"
+        await self._publish([(self._subject("p", queue_name), value, None, False)], "pausing")
+
+    async def _paused_queues(self) -> set[str]:
+        await self._sync()
+        return set(self._index.paused)
+
+    async def _is_paused(self, queue_name: str) -> bool:
+        await self._sync()
+        _CLAIM_SYNCED.set((id(self), time.monotonic()))
+        return queue_name in self._index.paused
+
+    async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        await self._sync()
+        times = [self._index.next_ready(q, now) for q in queue_names or list(self._index.later)]
+        return min((t for t in times if t is not None), default=None)
+
+    async def _remote_change(self, queue_names: list[str]) -> None:
+        await self._ensure()
+        if not self._nc.is_connected:
+            raise BackendError(f"NATS ({self._where}) is unreachable; reconnecting")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        listener = (frozenset(queue_names), fut)
+        self._listeners.append(listener)
+        try:
+            await fut
+        finally:
+            self._listeners.remove(listener)
+
+    async def _drop(self) -> None:
+        await self._ensure()
+        async with self._lock:
+            self._ready = False
+            await self._unwatch()
+            self._index.clear()
+            async with self._errors("dropping the namespace"):
+                with suppress(js_errors.NotFoundError):
+                    await self._js.delete_stream(self._stream)
