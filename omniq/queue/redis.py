@@ -1,0 +1,599 @@
+"""RedisTaskQueue: every transition is one Lua script, atomic on the server; idle workers block
+on a pub/sub wake-up instead of polling.
+
+Key layout (``P`` is ``{namespace}:``; the braces are a Redis Cluster hash tag keeping a
+namespace's keys in one slot so a script may touch them together):
+
+- ``P t:<id>``: hash of a task's hot fields ``st rev lease wid att sa ra`` (status, revision,
+  lease, worker id, attempts, started_at, ready time), updated by a claim without re-encoding
+  the task and overlaid on its body when read; also ``q pk tk seq sq dp``: queue, priority key,
+  ready-time key, enqueue sequence (number and hex), dependencies. All small, so Redis keeps the
+  hash compact (listpack).
+- ``P b:<id>``: string, the msgpack-encoded task.
+- ``P ready:<queue>``: zset of claimable tasks, all scored 0 so members sort by bytes: member =
+  8 hex of (2**31-1 - priority) + 16 hex of ready time in µs + 16 hex of seq + id, which is
+  priority DESC, ready time ASC, enqueue order ASC, exactly (no 53-bit double limit).
+- ``P due:<queue>``: zset of tasks due later (schedules, retry backoff, lease expiry), the same
+  members scored by ready time; a claim first moves the members now due into the ready set
+  (without reading the tasks), at most ``_PROMOTE`` per claim.
+- ``P s:<queue>:<status>``: zset id -> seq, for stats and listing in enqueue order.
+- ``P dependents:<id>`` (set), ``P queues`` (set), ``P paused`` (set), ``P seq``, ``P meta``.
+- Channel ``P wake``: write scripts publish the queue name when they make work ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from msgspec.structs import replace
+
+from omniq.exceptions import BackendError
+from omniq.models.task import PRIORITY_MAX, Task, TaskStatus
+from omniq.queue import rules
+from omniq.queue.base import BaseTaskQueue
+from omniq.queue.url import import_driver, redact
+from omniq.serialization import decode_task, encode, encode_task
+
+aioredis = import_driver("redis.asyncio")
+_exc = import_driver("redis.exceptions")
+_retry = import_driver("redis.asyncio.retry")
+_backoff = import_driver("redis.backoff")
+
+SCHEMA_VERSION = 1
+_CHUNK = 500
+_SUBSCRIBE_TIMEOUT = 10.0
+# Most newly due tasks one claim moves into the ready set (a script blocks the server while it
+# runs); the rest follow with the next claims.
+_PROMOTE = 10_000
+_STATUSES = [s.value for s in TaskStatus]
+
+_PRELUDE = """
+local P = ARGV[1]
+local TERMINAL = {completed = true, failed = true, cancelled = true, expired = true}
+local wake = {}
+local function tkey(id) return P .. 't:' .. id end
+local function skey(q, st) return P .. 's:' .. q .. ':' .. st end
+-- The body plus the fields overlaid on it (RedisTaskQueue._task reads this).
+local function row(id)
+  local r = redis.call('HMGET', tkey(id), 'st', 'rev', 'lease', 'wid', 'att', 'sa', 'ra')
+  table.insert(r, 1, redis.call('GET', P .. 'b:' .. id))
+  return r
+end
+-- A task with a ready time goes to the ready set once due, to the due set until then.
+local function place(id, q, st, ra, member, now)
+  if ra == '' then return end
+  if tonumber(ra) <= now then redis.call('ZADD', P .. 'ready:' .. q, 0, member)
+  else redis.call('ZADD', P .. 'due:' .. q, ra, member) end
+  if st ~= 'running' then wake[q] = true end
+end
+-- t: q st pk tk sq, as read from the hash
+local function unindex(id, t)
+  local member = t[3] .. t[4] .. t[5] .. id
+  redis.call('ZREM', P .. 'ready:' .. t[1], member)
+  redis.call('ZREM', P .. 'due:' .. t[1], member)
+  redis.call('ZREM', skey(t[1], t[2]), id)
+end
+-- packed: msgpack of q st rev lease wid att sa ra pk tk deps (see RedisTaskQueue._fields)
+local function store(id, seq, sq, packed, body, now)
+  local f = cmsgpack.unpack(packed)
+  redis.call('HSET', tkey(id), 'q', f[1], 'st', f[2], 'rev', f[3], 'lease', f[4], 'wid', f[5],
+    'att', f[6], 'sa', f[7], 'ra', f[8], 'pk', f[9], 'tk', f[10], 'dp', f[11],
+    'seq', seq, 'sq', sq)
+  redis.call('SET', P .. 'b:' .. id, body)
+  redis.call('ZADD', skey(f[1], f[2]), seq, id)
+  redis.call('SADD', P .. 'queues', f[1])
+  place(id, f[1], f[2], f[8], f[9] .. f[10] .. sq .. id, now)
+  return f
+end
+local function publish()
+  for q in pairs(wake) do redis.call('PUBLISH', P .. 'wake', q) end
+end
+local function queues(list)
+  if #list == 0 then return redis.call('SMEMBERS', P .. 'queues') end
+  return list
+end
+"""
+
+_INSERT = """
+local now, out = tonumber(ARGV[2]), {}
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', tkey(id)) == 1 then out[#out + 1] = 0 else
+    local seq = redis.call('INCR', P .. 'seq')
+    local f = store(id, seq, string.format('%016x', seq), ARGV[i + 1], ARGV[i + 2], now)
+    for dep in string.gmatch(f[11], '%S+') do
+      redis.call('SADD', P .. 'dependents:' .. dep, id)
+    end
+    out[#out + 1] = 1
+  end
+end
+publish()
+return out
+"""
+
+_GET = """
+local out = {}
+for i = 2, #ARGV do out[#out + 1] = row(ARGV[i]) end
+return out
+"""
+
+_REPLACE = """
+local id = ARGV[3]
+local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
+if not t[1] or tonumber(t[6]) ~= tonumber(ARGV[4]) then return 0 end
+unindex(id, t)
+local f = store(id, t[7], t[5], ARGV[5], ARGV[6], tonumber(ARGV[2]))
+publish()
+-- Ending now: hand back its dependents, which the caller settles next (saves a round trip).
+local out = {1}
+if TERMINAL[f[2]] and not TERMINAL[t[2]] then
+  out[1] = 2
+  for _, m in ipairs(redis.call('SMEMBERS', P .. 'dependents:' .. id)) do out[#out + 1] = m end
+end
+return out
+"""
+
+# ARGV: P now queue limit worker_id lease lease_expires lease_tk
+_CLAIM = """
+local q = ARGV[3]
+if redis.call('SISMEMBER', P .. 'paused', q) == 1 then return {} end
+local ready, due = P .. 'ready:' .. q, P .. 'due:' .. q
+-- Promote what became due, earliest first; bounded so a burst cannot stall the server.
+local promote = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[2], 'LIMIT', 0, PROMOTE)
+for i = 1, #promote, 500 do
+  local batch = {}
+  for j = i, math.min(i + 499, #promote) do
+    batch[#batch + 1] = 0
+    batch[#batch + 1] = promote[j]
+  end
+  redis.call('ZADD', ready, unpack(batch))
+end
+if #promote > 0 then redis.call('ZREMRANGEBYRANK', due, 0, #promote - 1) end
+local popped, out = redis.call('ZPOPMIN', ready, ARGV[4]), {}
+for i = 1, #popped, 2 do
+  -- member: priority key (8) .. ready-time key (16) .. seq key (16) .. id
+  local m = popped[i]
+  local id = string.sub(m, 41)
+  local t = redis.call('HMGET', tkey(id), 'st', 'rev', 'att', 'seq')
+  if t[1] then
+    redis.call('HSET', tkey(id), 'st', 'running', 'lease', ARGV[6], 'wid', ARGV[5],
+      'att', tonumber(t[3]) + 1, 'sa', ARGV[2], 'ra', ARGV[7], 'tk', ARGV[8],
+      'rev', tonumber(t[2]) + 1)
+    redis.call('ZREM', skey(q, t[1]), id)
+    redis.call('ZADD', skey(q, 'running'), t[4], id)
+    redis.call('ZADD', due, ARGV[7], string.sub(m, 1, 8) .. ARGV[8] .. string.sub(m, 25))
+    out[#out + 1] = row(id)
+  end
+end
+return out
+""".replace("PROMOTE", str(_PROMOTE))
+
+# ARGV: P now id lease until until_tk
+_EXTEND = """
+local id = ARGV[3]
+local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'lease', 'rev')
+if t[2] ~= 'running' or t[6] ~= ARGV[4] then return 0 end
+redis.call('ZREM', P .. 'ready:' .. t[1], t[3] .. t[4] .. t[5] .. id)
+redis.call('ZREM', P .. 'due:' .. t[1], t[3] .. t[4] .. t[5] .. id)
+redis.call('HSET', tkey(id), 'ra', ARGV[5], 'tk', ARGV[6], 'rev', tonumber(t[7]) + 1)
+place(id, t[1], 'running', ARGV[5], t[3] .. ARGV[6] .. t[5] .. id, tonumber(ARGV[2]))
+return 1
+"""
+
+_DELETE = """
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'dp')
+  if t[1] then
+    unindex(id, t)
+    for dep in string.gmatch(t[6] or '', '%S+') do
+      redis.call('SREM', P .. 'dependents:' .. dep, id)
+    end
+    redis.call('DEL', tkey(id), P .. 'b:' .. id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+# ARGV: P limit nqueues queue... status...  (limit -1: all)
+_LIST = """
+local limit, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
+local stop = limit - 1
+if limit < 0 then stop = -1 end
+local found = {}
+for _, q in ipairs(queues({unpack(ARGV, 4, 3 + nq)})) do
+  for i = 4 + nq, #ARGV do
+    local r = redis.call('ZRANGE', skey(q, ARGV[i]), 0, stop, 'WITHSCORES')
+    for j = 1, #r, 2 do found[#found + 1] = {tonumber(r[j + 1]), r[j]} end
+  end
+end
+table.sort(found, function(a, b) return a[1] < b[1] end)
+local out = {}
+for k = 1, #found do
+  if limit >= 0 and k > limit then break end
+  out[#out + 1] = row(found[k][2])
+end
+return out
+"""
+
+# ARGV: P queue...  -> one count per status, in TaskStatus order
+_COUNTS = """
+local statuses = {STATUSES}
+local out = {}
+for i, st in ipairs(statuses) do out[i] = 0 end
+for _, q in ipairs(queues({unpack(ARGV, 2)})) do
+  for i, st in ipairs(statuses) do out[i] = out[i] + redis.call('ZCARD', skey(q, st)) end
+end
+return out
+""".replace("STATUSES", ", ".join(f"'{s.value}'" for s in TaskStatus))
+
+# ARGV: P now queue...  -> the smallest due time after now, as the stored score string
+_NEXT = """
+local best, text = nil, false
+for _, q in ipairs(queues({unpack(ARGV, 3)})) do
+  local r = redis.call('ZRANGEBYSCORE', P .. 'due:' .. q, '(' .. ARGV[2], '+inf',
+    'WITHSCORES', 'LIMIT', 0, 1)
+  if r[2] and (best == nil or tonumber(r[2]) < best) then best, text = tonumber(r[2]), r[2] end
+end
+return text
+"""
+
+_SCRIPTS = {
+    "insert": _INSERT, "get": _GET, "replace": _REPLACE, "claim": _CLAIM, "extend": _EXTEND,
+    "delete": _DELETE, "list": _LIST, "counts": _COUNTS, "next": _NEXT,
+}
+
+
+def _num(value: float | None) -> str:
+    # repr round-trips a float exactly; Redis parses it back to the same double.
+    return "" if value is None else repr(float(value))
+
+
+def _time_key(ready: float | None) -> str:
+    return "" if ready is None else f"{max(0, round(ready * 1_000_000)):016x}"
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode() if value else ""
+
+
+class RedisTaskQueue(BaseTaskQueue):
+    """Tasks in Redis (5.0 or later): ``RedisTaskQueue(host, port, db)`` or ``url="redis://…"``.
+
+    Claims, outcomes and lease extensions are single Lua scripts; idle workers wake through
+    pub/sub. Durability is Redis's: enable AOF (``appendonly yes``) to keep tasks across a
+    server restart.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        *,
+        url: str | None = None,
+        lease_timeout: float = 30.0,
+        namespace: str = "omniq",
+        max_payload: int = 1 << 20,
+        password: str | None = None,
+        socket_timeout: float | None = 30.0,
+        socket_connect_timeout: float | None = 5.0,
+        max_connections: int = 50,
+    ) -> None:
+        super().__init__(lease_timeout=lease_timeout, namespace=namespace, max_payload=max_payload)
+        self.host, self.port, self.db, self.url = host, port, db, url
+        url_password = urlsplit(url).password if url is not None else None
+        self._secrets = [p for p in (password, url_password and unquote(url_password)) if p]
+        self._options: dict[str, Any] = {
+            "password": password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            # No client-side retries: a script whose reply was lost may have run, and re-running
+            # it would misreport (e.g. a completed task's lease as lost). Errors surface as
+            # BackendError; the pool reconnects on the next call.
+            "retry": _retry.Retry(_backoff.NoBackoff(), 0),
+            "client_name": f"omniq:{namespace}",
+            # RESP2: with RESP3, redis-py (7+) skips its check for pooled connections the
+            # server closed, so the first call after a server restart would fail.
+            "protocol": 2,
+        }
+        self.max_connections = max_connections
+        self._p = f"{{{namespace}}}:"
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribing: asyncio.Task[None] | None = None
+        self._ended: dict[str, set[str]] = {}
+        self._wakes: Counter[str] = Counter()
+        self._seen: dict[str, int] = {}
+        self._remote_waiters: set[tuple[frozenset[str], asyncio.Future[None]]] = set()
+
+    def _describe(self) -> str:
+        if self.url is not None:
+            return repr(redact(self.url))
+        return f"'{self.host}:{self.port}/{self.db}'"
+
+    def _scrub(self, error: BaseException) -> str:
+        text = f"{type(error).__name__}: {error}"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        # A blocking pool: coroutines beyond max_connections wait for a connection.
+        pool_class = aioredis.BlockingConnectionPool
+        options = {**self._options, "max_connections": self.max_connections, "timeout": 60.0}
+        if self.url is not None:
+            pool = pool_class.from_url(self.url, **options)
+        else:
+            pool = pool_class(host=self.host, port=self.port, db=self.db, **options)
+        client = aioredis.Redis.from_pool(pool)
+        self._client = client
+        self._scripts = {
+            name: client.register_script(_PRELUDE + source) for name, source in _SCRIPTS.items()
+        }
+        try:
+            async with self._redis("connect") as r:
+                await r.hsetnx(self._p + "meta", "schema_version", SCHEMA_VERSION)
+                version = int(await r.hget(self._p + "meta", "schema_version"))
+        except BaseException:
+            await self._close()
+            raise
+        if version > SCHEMA_VERSION:
+            await self._close()
+            raise BackendError(
+                f"namespace {self.namespace!r} has OmniQ schema version {version}; this OmniQ "
+                f"knows {SCHEMA_VERSION} (upgrade OmniQ)"
+            )
+
+    async def _close(self) -> None:
+        for background in (self._subscribing, self._listener):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
+        self._subscribing = self._listener = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _redis(self, what: str) -> AsyncIterator[Any]:
+        if self._client is None:
+            raise BackendError("queue is not connected: use 'async with queue' or connect()")
+        try:
+            yield self._client
+        except (_exc.RedisError, OSError) as exc:
+            raise BackendError(
+                f"redis {what} failed on {self._describe()}: {self._scrub(exc)}"
+            ) from None
+
+    async def _run(self, script: str, args: Sequence[Any]) -> Any:
+        async with self._redis(script):
+            return await self._scripts[script](keys=[self._p + "seq"], args=[self._p, *args])
+
+    # -- records ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fields(task: Task) -> tuple[bytes, bytes]:
+        """The hash fields, packed into one argument (cheaper to send), and the body."""
+        ready = rules.ready_at(task)
+        fields = encode([
+            task.queue_name, task.status.value, task.revision, task.lease or "",
+            task.worker_id or "", task.attempts, _num(rules.epoch(task.started_at)), _num(ready),
+            f"{PRIORITY_MAX - task.priority:08x}", _time_key(ready), " ".join(task.depends_on),
+        ])
+        return fields, encode_task(task)
+
+    @staticmethod
+    def _task(row: Sequence[bytes | None]) -> Task:
+        body, st, rev, lease, wid, att, started, ready = row
+        assert body is not None and st is not None
+        status = TaskStatus(st.decode())
+        return replace(
+            decode_task(body),
+            status=status,
+            revision=int(rev or 0),
+            lease=_text(lease) or None,
+            worker_id=_text(wid) or None,
+            attempts=int(att or 0),
+            started_at=rules.from_epoch(float(started)) if started else None,
+            lease_expires_at=(
+                rules.from_epoch(float(ready)) if ready and status is TaskStatus.RUNNING else None
+            ),
+        )
+
+    # -- primitives -------------------------------------------------------------------------
+
+    async def _insert(self, tasks: list[Task]) -> list[bool]:
+        # One script call per chunk: a pipeline would add a SCRIPT EXISTS round trip.
+        now = _num(time.time())
+        inserted: list[bool] = []
+        for start in range(0, len(tasks), _CHUNK):
+            args: list[Any] = [now]
+            for task in tasks[start : start + _CHUNK]:
+                args += [task.id, *self._fields(task)]
+            inserted.extend(bool(flag) for flag in await self._run("insert", args))
+        return inserted
+
+    async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        for start in range(0, len(task_ids), _CHUNK):
+            chunk = task_ids[start : start + _CHUNK]
+            rows = await self._run("get", chunk)
+            found.update((i, self._task(r)) for i, r in zip(chunk, rows, strict=True) if r[0])
+        return found
+
+    async def _replace(self, task: Task, expected_revision: int) -> bool:
+        args = [_num(time.time()), task.id, expected_revision, *self._fields(task)]
+        result = await self._run("replace", args)
+        if not result:
+            return False
+        if len(self._ended) > _CHUNK:
+            self._ended.clear()
+        if result[0] == 2:
+            self._ended[task.id] = {_text(m) for m in result[1:]}
+        return True
+
+    async def _claim(
+        self,
+        queue_name: str,
+        now: float,
+        limit: int,
+        worker_id: str | None,
+        lease: str,
+        lease_expires: float,
+    ) -> list[Task]:
+        # Wake-ups published from here on may concern work this claim does not see.
+        self._seen[queue_name] = self._wakes[queue_name]
+        rows = await self._run("claim", [
+            _num(now), queue_name, limit, worker_id or "", lease, _num(lease_expires),
+            _time_key(lease_expires),
+        ])
+        return [self._task(row) for row in rows]
+
+    async def _is_paused(self, queue_name: str) -> bool:
+        # Checked inside the claim script instead, atomically and without a round trip.
+        return False
+
+    async def _extend(self, task_id: str, lease: str, until: float) -> bool:
+        args = [_num(time.time()), task_id, lease, _num(until), _time_key(until)]
+        return bool(await self._run("extend", args))
+
+    async def _delete(self, task_ids: Sequence[str]) -> list[str]:
+        deleted: list[str] = []
+        for start in range(0, len(task_ids), _CHUNK):
+            gone = await self._run("delete", task_ids[start : start + _CHUNK])
+            deleted.extend(_text(i) for i in gone)
+        return deleted
+
+    async def _dependents(self, task_ids: Sequence[str]) -> set[str]:
+        # The base settles a task's dependents right after the write that ended it, which read
+        # them atomically; later dependents see the task ended when they are enqueued.
+        if len(task_ids) == 1 and task_ids[0] in self._ended:
+            return self._ended.pop(task_ids[0])
+        found: set[str] = set()
+        async with self._redis("dependents") as r:
+            for start in range(0, len(task_ids), _CHUNK):
+                keys = [self._p + "dependents:" + i for i in task_ids[start : start + _CHUNK]]
+                found.update(_text(m) for m in await r.sunion(keys))
+        return found
+
+    async def _list(
+        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+    ) -> list[Task]:
+        if limit is not None and limit <= 0:
+            return []
+        names = [] if queue_name is None else [queue_name]
+        wanted = _STATUSES if statuses is None else [s.value for s in statuses]
+        if not wanted:
+            return []
+        count = -1 if limit is None else limit
+        rows = await self._run("list", [count, len(names), *names, *wanted])
+        return [self._task(row) for row in rows]
+
+    async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
+        names = [] if queue_name is None else [queue_name]
+        counts = await self._run("counts", names)
+        return {TaskStatus(s): int(n) for s, n in zip(_STATUSES, counts, strict=True) if n}
+
+    async def _set_paused(self, queue_name: str, paused: bool) -> None:
+        async with self._redis("pause") as r:
+            if paused:
+                await r.sadd(self._p + "paused", queue_name)
+            else:
+                async with r.pipeline(transaction=True) as pipe:
+                    pipe.srem(self._p + "paused", queue_name)
+                    pipe.publish(self._p + "wake", queue_name)
+                    await pipe.execute()
+
+    async def _paused_queues(self) -> set[str]:
+        async with self._redis("paused") as r:
+            return {_text(m) for m in await r.smembers(self._p + "paused")}
+
+    async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        found = await self._run("next", [_num(now), *queue_names])
+        return None if found is None else float(found)
+
+    async def _drop(self) -> None:
+        # Only this namespace's keys: SCAN by prefix, never FLUSHDB.
+        async with self._redis("drop") as r:
+            batch: list[bytes] = []
+            async for key in r.scan_iter(match=self._p + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await r.unlink(*batch)
+                    batch = []
+            if batch:
+                await r.unlink(*batch)
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    async def _remote_change(self, queue_names: list[str]) -> None:
+        if not queue_names:
+            # Wake-ups announce ready work in named queues; get_result polls instead, so a
+            # producer waiting for results needs no subscription.
+            await asyncio.Event().wait()
+            return
+        if self._listener is None or self._listener.done():
+            # Subscribing outlives a caller that gives up waiting, so short waits still get
+            # the subscription made.
+            if self._subscribing is None or self._subscribing.done():
+                self._subscribing = asyncio.create_task(self._subscribe())
+                self._subscribing.add_done_callback(lambda t: t.cancelled() or t.exception())
+            await asyncio.shield(self._subscribing)
+            return  # a wake-up published before the subscription was missed
+        if any(self._wakes[q] != self._seen[q] for q in queue_names if q in self._seen):
+            return  # published while the last claim ran, or since
+        entry = (frozenset(queue_names), asyncio.get_running_loop().create_future())
+        self._remote_waiters.add(entry)
+        try:
+            await entry[1]
+        finally:
+            self._remote_waiters.discard(entry)
+
+    async def _subscribe(self) -> None:
+        async with self._redis("subscribe") as r:
+            pubsub = r.pubsub()
+            try:
+                await pubsub.subscribe(self._p + "wake")
+                # Wait for the confirmation: from then on no publication can be missed.
+                reply = await pubsub.get_message(timeout=_SUBSCRIBE_TIMEOUT)
+                if not reply or reply.get("type") != "subscribe":
+                    raise BackendError(f"redis did not confirm the subscription: {reply!r}")
+            except BaseException:
+                await pubsub.aclose()
+                raise
+        self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def _listen(self, pubsub: Any) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is None or message.get("type") != "message":
+                    continue
+                queue = _text(message["data"])
+                self._wakes[queue] += 1
+                self._wake(queue)
+        except Exception:
+            # Connection lost: wake everyone, so they find out by claiming; the next wait
+            # subscribes again.
+            self._wake(None)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    def _wake(self, queue: str | None) -> None:
+        """Wake the waiters for ``queue``; None: all of them."""
+        for names, future in self._remote_waiters:
+            if (queue is None or queue in names) and not future.done():
+                future.set_result(None)

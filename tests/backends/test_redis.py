@@ -1,0 +1,258 @@
+"""What is specific to the Redis backend: concurrent claims over separate connections, exact
+priority order, pub/sub wake-ups, password hygiene, key layout and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from omniq import BackendError, Schedule, Task, TaskStatus
+from omniq.models.task import PRIORITY_MAX, PRIORITY_MIN
+from omniq.queue.base import BaseTaskQueue
+from omniq.queue.redis import RedisTaskQueue
+from tests.backends import ledger_tasks
+from tests.backends.processes import done_counts, ledger, start_worker
+from tests.conformance import tasks
+from tests.conftest import REDIS_URL, QueueFactory, new_namespace, require_server
+
+SECRET = "S3cret-Pa55w0rd"
+
+
+@pytest.fixture
+def backend() -> str:
+    return "redis"
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Any]:
+    """A plain redis client on the test server, for looking at keys."""
+    require_server("redis")
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+def _prefix(queue: BaseTaskQueue) -> bytes:
+    return f"{{{queue.namespace}}}:".encode()
+
+
+async def _keys(raw: Any, pattern: str) -> set[bytes]:
+    return {key async for key in raw.scan_iter(match=pattern, count=1000)}
+
+
+async def test_two_connections_never_claim_the_same_task(make_queue: QueueFactory) -> None:
+    first, second = await make_queue(), await make_queue()
+    ids = await first.enqueue_many([Task(func=tasks.add, args=(i, i)) for i in range(600)])
+    claimed: list[str] = []
+
+    async def drain(queue: BaseTaskQueue) -> None:
+        while batch := await queue.dequeue_many("default", random.randint(1, 7)):
+            claimed.extend(t.id for t in batch)
+
+    await asyncio.gather(*(drain(q) for q in (first, second) for _ in range(4)))
+    assert len(claimed) == len(set(claimed)), "a task was handed out twice"
+    assert sorted(claimed) == sorted(ids)
+
+
+async def test_two_worker_processes_run_each_task_exactly_once(
+    make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = await make_queue()
+    book = tmp_path / "ledger.txt"
+    await queue.enqueue_many(
+        [Task(func=ledger_tasks.ledger, args=(str(book), f"k{i}", 0.05)) for i in range(200)]
+    )
+    url = f"{REDIS_URL}?namespace={queue.namespace}"
+    workers = [start_worker(url, "--burst", "--concurrency", "4") for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    counts = done_counts(book)
+    assert set(counts) == {f"k{i}" for i in range(200)} and set(counts.values()) == {1}
+    assert len({pid for _, _, pid in ledger(book)}) == 2, "both processes took part"
+
+
+async def test_priorities_order_many_tasks_exactly(queue: BaseTaskQueue) -> None:
+    rng = random.Random(7)
+    edges = [PRIORITY_MIN, PRIORITY_MIN + 1, -1, 0, 1, PRIORITY_MAX - 1, PRIORITY_MAX]
+    now = datetime.now(UTC)
+    batch = []
+    for i in range(300):
+        priority = rng.choice(edges) if i % 2 else rng.randint(-5, 5)
+        kind = rng.random()
+        schedule = None
+        if kind < 0.3:  # due in the past: ordered by that time among equals
+            schedule = Schedule(run_at=now - timedelta(seconds=rng.randint(1, 50)))
+        elif kind < 0.4:  # due soon: goes through the due set first
+            schedule = Schedule(run_at=now + timedelta(seconds=0.3))
+        batch.append(Task(func=tasks.add, args=(i, i), priority=priority, schedule=schedule,
+                          id=f"p{i:03d}"))
+    for start in range(0, len(batch), 50):
+        await queue.enqueue_many(batch[start : start + 50])
+    stored = await queue.get_tasks([t.id for t in batch])
+    expected = sorted(batch, key=lambda t: (-t.priority, stored[t.id].run_at, t.id))
+    await asyncio.sleep(0.35)
+    order: list[str] = []
+    while claimed := await queue.dequeue_many("default", 7):
+        order.extend(t.id for t in claimed)
+    assert order == [t.id for t in expected]
+
+
+async def test_idle_waiter_wakes_promptly_and_does_not_poll(make_queue: QueueFactory) -> None:
+    waiter, producer = await make_queue(), await make_queue()
+    await waiter.wait_for_work(["default"], 2.0)  # subscribes (returns at once)
+    assert await waiter.dequeue() is None
+
+    started = time.monotonic()
+    await waiter.wait_for_work(["default"], 0.4)
+    assert time.monotonic() - started >= 0.35, "an idle waiter returned without any change"
+
+    sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 0.6))
+    await asyncio.sleep(0.1)
+    await producer.enqueue(Task(func=tasks.add, args=(1, 2), queue_name="other"))
+    await asyncio.sleep(0.2)
+    assert not sleeper.done(), "work on another queue woke the waiter"
+    await sleeper
+
+    sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 10.0))
+    await asyncio.sleep(0.1)
+    assert not sleeper.done()
+    started = time.monotonic()
+    task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
+    await asyncio.wait_for(sleeper, 1.0)
+    assert time.monotonic() - started < 0.5
+    claimed = await waiter.dequeue()
+    assert claimed is not None and claimed.id == task_id
+
+
+async def test_wake_up_published_during_a_claim_is_not_lost(make_queue: QueueFactory) -> None:
+    waiter, producer = await make_queue(), await make_queue()
+    await waiter.wait_for_work(["default"], 2.0)
+    assert await waiter.dequeue() is None
+    await producer.enqueue(Task(func=tasks.add, args=(1, 2)))  # after the claim, before the wait
+    started = time.monotonic()
+    await waiter.wait_for_work(["default"], 5.0)
+    assert time.monotonic() - started < 0.5
+
+
+def _no_secret(exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    assert SECRET not in text and SECRET not in repr(exc)
+
+
+async def test_password_never_in_repr_or_errors() -> None:
+    require_server("redis")
+    refused = RedisTaskQueue(url=f"redis://alice:{SECRET}@127.0.0.1:1/0", namespace=new_namespace())
+    assert SECRET not in repr(refused) and "***" in repr(refused)
+    with pytest.raises(BackendError) as info:
+        await refused.connect()
+    _no_secret(info.value)
+
+    by_keyword = RedisTaskQueue("127.0.0.1", 1, password=SECRET, namespace=new_namespace())
+    assert SECRET not in repr(by_keyword)
+    with pytest.raises(BackendError) as info:
+        await by_keyword.connect()
+    _no_secret(info.value)
+
+    parts = urlsplit(REDIS_URL)
+    wrong = parts._replace(netloc=f"omniq-nobody:{SECRET}@{parts.hostname}:{parts.port}").geturl()
+    rejected = RedisTaskQueue(url=wrong, namespace=new_namespace())
+    with pytest.raises(BackendError) as info:
+        await rejected.connect()
+    _no_secret(info.value)
+
+
+async def test_keys_live_under_the_namespace_and_drop_removes_exactly_them(
+    make_queue: QueueFactory, raw: Any
+) -> None:
+    ours = await make_queue()
+    other = await make_queue(namespace=new_namespace())
+    marker = uuid.uuid4().hex[:10]
+    sentinel = f"omniq-test-sentinel-{marker}"
+    await raw.set(sentinel, "keep")
+    try:
+        await other.enqueue(Task(func=tasks.add, args=(1, 2), id="other-task"))
+        await _exercise(ours, marker)
+        prefix = _prefix(ours)
+        mine = await _keys(raw, f"*{marker}*") | await _keys(raw, f"*{ours.namespace}*")
+        assert mine and all(k.startswith(prefix) for k in mine - {sentinel.encode()}), mine
+        theirs = await _keys(raw, f"{{{other.namespace}}}:*")
+        assert theirs
+
+        await ours.drop_namespace()
+        assert await _keys(raw, f"*{ours.namespace}*") == set()
+        assert await _keys(raw, f"{{{other.namespace}}}:*") == theirs
+        assert await raw.get(sentinel) == b"keep"
+        assert (await other.get_task("other-task")) is not None
+    finally:
+        await raw.delete(sentinel)
+
+
+async def _exercise(queue: BaseTaskQueue, marker: str) -> None:
+    """Touch every kind of key: tasks, dependencies, schedules, retries, leases, pauses."""
+    name = f"q-{marker}"
+    soon = Schedule(run_at=datetime.now(UTC) + timedelta(hours=1))
+    await queue.enqueue_many([
+        Task(func=tasks.add, args=(1, 2), id=f"a-{marker}", queue_name=name, max_retries=2),
+        Task(func=tasks.add, args=(1, 2), id=f"b-{marker}", queue_name=name,
+             depends_on=[f"a-{marker}"]),
+        Task(func=tasks.add, args=(1, 2), id=f"c-{marker}", queue_name=name, schedule=soon),
+        Task(func=tasks.add, args=(1, 2), id=f"d-{marker}", queue_name=name),
+    ])
+    first = await queue.dequeue(name)
+    assert first is not None
+    await queue.fail(first.id, "boom", lease=first.lease)
+    second = await queue.dequeue(name)
+    assert second is not None and await queue.extend_lease(second.id, 5, lease=second.lease)
+    await queue.pause(name)
+    await queue.stats(name)
+    await queue.list_tasks(name)
+    await queue.next_ready_at([name])
+    await queue.cancel(f"c-{marker}")
+    assert (await queue.get_task(f"c-{marker}")).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+
+
+async def _kill_clients(raw: Any, queue: BaseTaskQueue) -> int:
+    killed = 0
+    for client in await raw.client_list():
+        if client.get("name") == f"omniq:{queue.namespace}":
+            killed += await raw.client_kill_filter(_id=client["id"])
+    return killed
+
+
+async def test_recovers_after_its_connections_are_killed(
+    make_queue: QueueFactory, raw: Any
+) -> None:
+    queue, producer = await make_queue(), await make_queue()
+    await queue.wait_for_work(["default"], 2.0)  # subscribed: a pub/sub connection exists too
+    task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
+    assert await _kill_clients(raw, queue) >= 2
+    await asyncio.sleep(0.1)
+
+    async def get() -> Task | None:
+        for _ in range(3):
+            try:
+                return await queue.get_task(task_id)
+            except BackendError:
+                continue
+        raise AssertionError("the queue did not recover")
+
+    assert (await get()) is not None
+    await queue.wait_for_work(["default"], 2.0)  # the lost subscription is renewed
+    assert await queue.dequeue() is not None
+    sleeper = asyncio.create_task(queue.wait_for_work(["default"], 10.0))
+    await asyncio.sleep(0.1)
+    await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
+    await asyncio.wait_for(sleeper, 1.0)
