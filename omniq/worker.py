@@ -130,6 +130,8 @@ class WorkerPool:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
+                # Read before claiming: work made ready during the claim must wake us.
+                since = self.queue.generation
                 claimed = await self._claim_some()
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
@@ -137,7 +139,7 @@ class WorkerPool:
                     continue
                 if burst and not self._running and await self._drained():
                     return
-                await self._idle()
+                await self._idle(since)
                 backoff = 0.1
             except BackendError as exc:
                 log.warning("backend unavailable (%s); retrying in %.1fs", exc, backoff)
@@ -166,8 +168,7 @@ class WorkerPool:
                 return False
         return True
 
-    async def _idle(self) -> None:
-        since = self.queue.generation
+    async def _idle(self, since: int) -> None:
         timeout = self.idle_timeout
         due = await self.queue.next_ready_at(self.queues)
         if due is not None:
