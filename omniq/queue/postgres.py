@@ -1,0 +1,529 @@
+"""PostgreSQLTaskQueue: one table per namespace, batch claims with ``FOR UPDATE SKIP LOCKED``,
+idle workers woken by LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from msgspec.structs import replace
+
+from omniq.exceptions import BackendError
+from omniq.models.task import Task, TaskStatus
+from omniq.queue import rules
+from omniq.queue.base import BaseTaskQueue
+from omniq.queue.url import import_driver, redact
+from omniq.serialization import decode_task, encode_task
+
+asyncpg = import_driver("asyncpg")
+
+SCHEMA_VERSION = 1
+_CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
+T = TypeVar("T")
+_Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
+_COLUMNS = "seq, id, status, ready_at, revision, lease, worker_id, attempts, started_at, body"
+# The hot columns a write sets besides ``id``, in the order of ``_row_values``.
+_HOT = (
+    "queue_name, status, priority, ready_at, revision, lease, worker_id, attempts, started_at, body"
+)
+_HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
+# What the driver raises when the server or the connection is not there (or refused a
+# statement): callers see BackendError and may retry later, the pool reconnects by itself.
+# (InternalClientError: e.g. a statement on a connection the server killed a moment ago.)
+_DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                  asyncpg.exceptions.InternalClientError)
+# Of those, the ones that mean the connection is gone (not a statement timing out or failing).
+_LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+         asyncpg.exceptions.InternalClientError, asyncpg.exceptions.AdminShutdownError,
+         asyncpg.exceptions.CrashShutdownError)
+
+
+async def _keep_session(connection: Any) -> None:
+    # Our statements leave no session state behind (no LISTEN, no session locks, no SET), so
+    # the pool's default reset query would only cost a round trip per release.
+    return None
+
+
+class PostgreSQLTaskQueue(BaseTaskQueue):
+    """Tasks in PostgreSQL: many worker processes on many hosts share one database.
+
+    Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each
+    other nor get the same task; writes that make work ready ``NOTIFY`` the namespace's
+    channel, and each queue object keeps one listening connection (opened when a worker first
+    waits) so idle workers start new work within milliseconds.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        lease_timeout: float = 30.0,
+        namespace: str = "omniq",
+        max_payload: int = 1 << 20,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        command_timeout: float | None = 60.0,
+        application_name: str = "omniq",
+        pool_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(lease_timeout=lease_timeout, namespace=namespace, max_payload=max_payload)
+        if not isinstance(dsn, str) or urlsplit(dsn).scheme not in ("postgres", "postgresql"):
+            raise ValueError("dsn must be a postgresql:// or postgres:// URL")
+        try:
+            urlsplit(dsn).port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError("dsn has an invalid port") from None
+        if not 0 <= min_pool_size <= max_pool_size or max_pool_size < 1:
+            raise ValueError("need 0 <= min_pool_size <= max_pool_size and max_pool_size >= 1")
+        self._dsn = dsn
+        self._secrets = _secrets(dsn)
+        self.min_pool_size = min_pool_size
+        self.max_pool_size = max_pool_size
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.application_name = application_name
+        self.pool_options = dict(pool_options or {})
+        self._pool: Any = None
+        self._listener: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
+        # Per queue claimed from: NOTIFYs received, and that count as of the last claim.
+        self._wakes: Counter[str] = Counter()
+        self._seen: dict[str, int] = {}
+        self._remote_waiters: set[tuple[frozenset[str], asyncio.Future[None]]] = set()
+        ns = namespace
+        self._t, self._d = f'"{ns}_tasks"', f'"{ns}_deps"'
+        self._q, self._m = f'"{ns}_queues"', f'"{ns}_meta"'
+        self.channel = f"omniq:{ns}"
+
+    @property
+    def dsn(self) -> str:
+        """The DSN with its password replaced by ``***``."""
+        return self._scrub(redact(self._dsn))
+
+    def _describe(self) -> str:
+        return repr(self.dsn)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "timeout": self.connect_timeout,
+            "command_timeout": self.command_timeout,
+            "server_settings": {"application_name": self.application_name},
+        }
+        extra = dict(self.pool_options)
+        options["server_settings"].update(extra.pop("server_settings", None) or {})
+        options.update(extra)
+        return options
+
+    async def _open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self.min_pool_size, max_size=self.max_pool_size,
+                reset=_keep_session, **self._connect_options(),
+            )
+        except _DRIVER_ERRORS as exc:
+            self._raise(exc, "cannot connect to")
+        async def setup(conn: Any) -> None:
+            async with conn.transaction():
+                await self._create_schema(conn)
+
+        try:
+            await self._run(setup, idempotent=True)
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _create_schema(self, conn: Any) -> None:
+        # Serialise concurrent first starts: CREATE ... IF NOT EXISTS can still collide.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.channel)
+        version = None
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self._m):
+            version = await conn.fetchval(
+                f"SELECT value FROM {self._m} WHERE key = 'schema_version'")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise BackendError(
+                f"namespace {self.namespace!r} has OmniQ schema version {version}; this OmniQ "
+                f"knows {SCHEMA_VERSION} (upgrade OmniQ)"
+            )
+        if version is not None and int(version) == SCHEMA_VERSION:
+            return
+        ns = self.namespace
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self._m} (key text PRIMARY KEY, value text NOT NULL);
+            CREATE TABLE IF NOT EXISTS {self._t} (
+                seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id text NOT NULL UNIQUE,
+                queue_name text NOT NULL,
+                status text NOT NULL,
+                priority integer NOT NULL,
+                ready_at double precision,
+                revision bigint NOT NULL,
+                lease text,
+                worker_id text,
+                attempts bigint NOT NULL,
+                started_at double precision,
+                body bytea NOT NULL);
+            CREATE INDEX IF NOT EXISTS "{ns}_ready" ON {self._t}
+                (queue_name, priority DESC, ready_at, seq) WHERE ready_at IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS "{ns}_due" ON {self._t}
+                (queue_name, ready_at) WHERE ready_at IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS "{ns}_by_status" ON {self._t} (queue_name, status);
+            CREATE TABLE IF NOT EXISTS {self._d} (
+                depends_on text NOT NULL, task_id text NOT NULL,
+                PRIMARY KEY (depends_on, task_id));
+            CREATE INDEX IF NOT EXISTS "{ns}_deps_task" ON {self._d} (task_id);
+            CREATE TABLE IF NOT EXISTS {self._q} (name text PRIMARY KEY, paused boolean NOT NULL)"""
+        )
+        await conn.execute(
+            f"INSERT INTO {self._m} VALUES ('schema_version', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            str(SCHEMA_VERSION),
+        )
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        starting, self._listen_task = self._listen_task, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+            await asyncio.wait([starting])
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            if not await _quietly(listener.close()):
+                listener.terminate()
+        if pool is not None and not await _quietly(pool.close(), timeout=10):
+            pool.terminate()
+
+    def _connected_pool(self) -> Any:
+        if self._pool is None:
+            raise BackendError("queue is not connected: use 'async with queue' or connect()")
+        return self._pool
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _raise(self, exc: BaseException, doing: str) -> NoReturn:
+        detail = f"{type(exc).__name__}: {exc}"
+        message = self._scrub(f"postgresql {doing} {self.dsn}: {detail}")
+        # Keep the driver's exception as the cause unless its text held the password.
+        cause = None if self._scrub(detail) != detail else exc
+        raise BackendError(message) from cause
+
+    async def _run(self, work: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
+        """``work(connection)`` on a pooled connection, driver errors made BackendError.
+
+        A connection found dead (server restart, killed backend) makes the pool replace all
+        its connections, and the work is tried once more when that cannot apply it twice:
+        it is ``idempotent``, or the driver refused it before sending anything.
+        """
+        pool = self._connected_pool()
+        for attempt in range(2):
+            try:
+                async with pool.acquire() as conn:
+                    return await work(conn)
+            except _DRIVER_ERRORS as exc:
+                if not isinstance(exc, _LOST):
+                    self._raise(exc, "error on")
+                await pool.expire_connections()
+                unsent = isinstance(exc, asyncpg.exceptions.InternalClientError)
+                if attempt or not (idempotent or unsent):
+                    self._raise(exc, "lost connection to")
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, sql: str, *args: Any, idempotent: bool = False) -> list[Any]:
+        """One statement's rows (see ``_run``)."""
+        return await self._run(lambda conn: conn.fetch(sql, *args), idempotent=idempotent)
+
+    async def _read(self, sql: str, *args: Any) -> list[Any]:
+        return await self._fetch(sql, *args, idempotent=True)
+
+    # -- records ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_values(task: Task) -> tuple[Any, ...]:
+        return (
+            task.queue_name, task.status.value, task.priority, rules.ready_at(task),
+            task.revision, task.lease, task.worker_id, task.attempts,
+            rules.epoch(task.started_at), encode_task(task),
+        )
+
+    @staticmethod
+    def _task(row: Any) -> Task:
+        _seq, _id, status, ready, revision, lease, worker, attempts, started, body = row[:10]
+        status = TaskStatus(status)
+        return replace(
+            decode_task(body), status=status, revision=revision, lease=lease, worker_id=worker,
+            attempts=attempts, started_at=rules.from_epoch(started),
+            lease_expires_at=rules.from_epoch(ready) if status is TaskStatus.RUNNING else None,
+        )
+
+    @staticmethod
+    def _makes_ready(task: Task) -> bool:
+        # Work a waiting worker could take now or at a known time (running tasks are taken).
+        return rules.ready_at(task) is not None and task.status is not TaskStatus.RUNNING
+
+    # -- primitives -------------------------------------------------------------------------
+
+    async def _insert(self, tasks: list[Task]) -> list[bool]:
+        chunks = _chunks([(t, self._row_values(t)) for t in tasks])
+        sql = self._insert_sql
+
+        async def insert_all(conn: Any) -> list[Any]:
+            if len(chunks) == 1:
+                return list(await conn.fetch(sql, *self._insert_args(chunks[0])))
+            async with conn.transaction():  # all or nothing, as one statement would be
+                return [r for c in chunks for r in await conn.fetch(sql, *self._insert_args(c))]
+
+        inserted = {row[0] for row in await self._run(insert_all)}
+        return [t.id in inserted for t in tasks]
+
+    @property
+    def _insert_sql(self) -> str:
+        # One statement: the rows, their dependency links and the wake-up commit together.
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(("text", *_HOT_TYPES), 1))
+        return f"""WITH ins AS (
+                INSERT INTO {self._t} (id, {_HOT})
+                SELECT id, {_HOT} FROM unnest({arrays})
+                    WITH ORDINALITY AS r(id, {_HOT}, ord) ORDER BY ord
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id, queue_name, status, ready_at
+            ), links AS (
+                INSERT INTO {self._d} (depends_on, task_id)
+                SELECT l.dep, l.task_id FROM unnest($12::text[], $13::text[]) AS l(dep, task_id)
+                WHERE l.task_id IN (SELECT id FROM ins)
+                ON CONFLICT DO NOTHING
+            ), woken AS (
+                SELECT pg_notify($14, q.queue_name) FROM (SELECT DISTINCT queue_name FROM ins
+                    WHERE ready_at IS NOT NULL AND status <> 'running') AS q
+            )
+            SELECT id, (SELECT count(*) FROM woken) FROM ins"""
+
+    def _insert_args(self, chunk: list[_Row]) -> list[Any]:
+        links = [(dep, t.id) for t, _ in chunk for dep in t.depends_on]
+        columns = [list(c) for c in zip(*(values for _, values in chunk), strict=True)]
+        return [[t.id for t, _ in chunk], *columns, [d for d, _ in links],
+                [i for _, i in links], self.channel]
+
+    async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY($1::text[])", list(task_ids)
+        )
+        return {row[1]: self._task(row) for row in rows}
+
+    async def _replace(self, task: Task, expected_revision: int) -> bool:
+        update = (
+            f"UPDATE {self._t} SET ({_HOT}) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "WHERE id = $11 AND revision = $12 RETURNING queue_name"
+        )
+        args: list[Any] = [*self._row_values(task), task.id, expected_revision]
+        if self._makes_ready(task):
+            update = f"WITH u AS ({update}) SELECT queue_name, pg_notify($13, queue_name) FROM u"
+            args.append(self.channel)
+        return len(await self._fetch(update, *args)) == 1
+
+    async def _claim(
+        self,
+        queue_name: str,
+        now: float,
+        limit: int,
+        worker_id: str | None,
+        lease: str,
+        lease_expires: float,
+    ) -> list[Task]:
+        # The lease expiry becomes the ready time, so a lost worker's task is due again when
+        # its lease runs out and this same statement reclaims it.
+        self._seen[queue_name] = self._wakes[queue_name]
+        cols = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+        rows = await self._fetch(
+            f"""WITH picked AS (
+                SELECT seq, ready_at AS was FROM {self._t}
+                WHERE queue_name = $1 AND ready_at IS NOT NULL AND ready_at <= $2
+                ORDER BY priority DESC, ready_at, seq
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE {self._t} AS t SET status = 'running', lease = $4, worker_id = $5,
+                    attempts = t.attempts + 1, started_at = $2, ready_at = $6,
+                    revision = t.revision + 1
+                FROM picked WHERE t.seq = picked.seq
+                RETURNING {cols}, t.priority, picked.was
+            )
+            SELECT * FROM claimed ORDER BY priority DESC, was, seq""",
+            queue_name, now, limit, lease, worker_id, lease_expires,
+        )
+        return [self._task(row) for row in rows]
+
+    async def _extend(self, task_id: str, lease: str, until: float) -> bool:
+        rows = await self._read(  # repeating it changes nothing more
+            f"UPDATE {self._t} SET ready_at = $3, revision = revision + 1 "
+            "WHERE id = $1 AND status = 'running' AND lease = $2 RETURNING seq",
+            task_id, lease, until,
+        )
+        return len(rows) == 1
+
+    async def _delete(self, task_ids: Sequence[str]) -> list[str]:
+        # Links *to* deleted tasks stay: their dependents are settled after the delete.
+        rows = await self._fetch(
+            f"""WITH gone AS (DELETE FROM {self._t} WHERE id = ANY($1::text[]) RETURNING id),
+            links AS (DELETE FROM {self._d} WHERE task_id = ANY($1::text[]))
+            SELECT id FROM gone""",
+            list(task_ids),
+        )
+        return [row[0] for row in rows]
+
+    async def _dependents(self, task_ids: Sequence[str]) -> set[str]:
+        rows = await self._read(
+            f"SELECT task_id FROM {self._d} WHERE depends_on = ANY($1::text[])", list(task_ids)
+        )
+        return {row[0] for row in rows}
+
+    async def _list(
+        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+    ) -> list[Task]:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM {self._t} WHERE ($1::text IS NULL OR queue_name = $1) "
+            "AND ($2::text[] IS NULL OR status = ANY($2)) ORDER BY seq LIMIT $3",
+            queue_name, None if statuses is None else [s.value for s in statuses], limit,
+        )
+        return [self._task(row) for row in rows]
+
+    async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
+        rows = await self._read(
+            f"SELECT status, count(*) FROM {self._t} WHERE ($1::text IS NULL OR queue_name = $1) "
+            "GROUP BY status",
+            queue_name,
+        )
+        return {TaskStatus(status): count for status, count in rows}
+
+    async def _set_paused(self, queue_name: str, paused: bool) -> None:
+        await self._read(  # an upsert: repeating it changes nothing more
+            f"""WITH q AS (
+                INSERT INTO {self._q} VALUES ($1, $2)
+                ON CONFLICT (name) DO UPDATE SET paused = excluded.paused RETURNING name, paused
+            ) SELECT pg_notify($3, name) FROM q WHERE NOT paused""",
+            queue_name, paused, self.channel,
+        )
+
+    async def _paused_queues(self) -> set[str]:
+        return {row[0] for row in await self._read(f"SELECT name FROM {self._q} WHERE paused")}
+
+    async def _is_paused(self, queue_name: str) -> bool:
+        rows = await self._read(f"SELECT paused FROM {self._q} WHERE name = $1", queue_name)
+        return bool(rows and rows[0][0])
+
+    async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        if not queue_names:
+            rows = await self._read(
+                f"SELECT min(ready_at) FROM {self._t} WHERE ready_at > $1", now)
+            return rows[0][0] if rows else None
+        # One index probe per queue: the cost does not grow with the backlog.
+        rows = await self._read(
+            f"""SELECT min(x.ready_at) FROM unnest($1::text[]) AS q(name),
+            LATERAL (SELECT ready_at FROM {self._t} WHERE queue_name = q.name
+                AND ready_at IS NOT NULL AND ready_at > $2 ORDER BY ready_at LIMIT 1) AS x""",
+            queue_names, now,
+        )
+        return rows[0][0] if rows else None
+
+    async def _drop(self) -> None:
+        await self._read(f"DROP TABLE IF EXISTS {self._t}, {self._d}, {self._q}, {self._m}")
+
+    # -- LISTEN/NOTIFY ----------------------------------------------------------------------
+
+    async def _remote_change(self, queue_names: list[str]) -> None:
+        if not queue_names:
+            # Only claims care about wake-ups (get_result polls), so a producer waiting for
+            # results opens no listening connection.
+            await asyncio.Event().wait()
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            self._connected_pool()
+            if self._listen_task is None or self._listen_task.done():
+                self._listen_task = asyncio.create_task(self._start_listener())
+                self._listen_task.add_done_callback(_consume_error)
+            # Shielded: a waiter cancelled mid-connect must not leave a half-open connection.
+            await asyncio.shield(self._listen_task)
+            return  # a NOTIFY sent before LISTEN took effect is gone: look once more
+        if any(self._wakes[q] != self._seen[q] for q in queue_names if q in self._seen):
+            return  # notified while the last claim ran, or since
+        entry = (frozenset(queue_names), asyncio.get_running_loop().create_future())
+        self._remote_waiters.add(entry)
+        try:
+            await entry[1]
+        finally:
+            self._remote_waiters.discard(entry)
+
+    async def _start_listener(self) -> None:
+        conn = None
+        try:
+            conn = await asyncpg.connect(self._dsn, **self._connect_options())
+            conn.add_termination_listener(self._listener_gone)
+            await conn.add_listener(self.channel, self._on_notification)
+        except BaseException as exc:
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, _DRIVER_ERRORS):
+                self._raise(exc, "cannot listen on")
+            raise
+        self._listener = conn
+
+    def _listener_gone(self, conn: Any) -> None:
+        if self._listener is conn:
+            self._listener = None
+        self._wake(None)  # waiters return; the next wait reconnects
+
+    def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload in self._seen:
+            self._wakes[payload] += 1
+        self._wake(payload)
+
+    def _wake(self, queue_name: str | None) -> None:
+        for names, waiter in self._remote_waiters:
+            if (queue_name is None or queue_name in names) and not waiter.done():
+                waiter.set_result(None)
+
+
+def _chunks(rows: list[_Row]) -> list[list[_Row]]:
+    """Split an insert so no statement carries more than _CHUNK_BYTES of encoded tasks
+    (a bind parameter is limited to 1 GB) or _CHUNK_ROWS rows."""
+    chunks: list[list[_Row]] = [[]]
+    size = 0
+    for row in rows:
+        body = len(row[1][-1])
+        if chunks[-1] and (size + body > _CHUNK_BYTES or len(chunks[-1]) >= _CHUNK_ROWS):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += body
+    return chunks
+
+
+def _consume_error(task: asyncio.Task[None]) -> None:
+    # The waiters that saw the failure raised it; nobody else needs to retrieve it.
+    if not task.cancelled():
+        task.exception()
+
+
+def _secrets(dsn: str) -> list[str]:
+    """The DSN's passwords (user info or ``?password=``), raw and percent-decoded."""
+    parts = urlsplit(dsn)
+    raw = [parts.password or ""]
+    raw += [pair.partition("=")[2] for pair in parts.query.split("&")
+            if pair.partition("=")[0] == "password"]
+    found = {s for value in raw for s in (value, unquote(value)) if s}
+    return sorted(found, key=len, reverse=True)
+
+
+async def _quietly(closing: Any, timeout: float = 5) -> bool:
+    """Await a close; False if it failed or took too long (the caller then terminates)."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except _DRIVER_ERRORS:  # TimeoutError is one of them
+        return False
+    return True
