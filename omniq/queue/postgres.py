@@ -9,14 +9,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from msgspec.structs import replace
-
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue
+from omniq.queue.columns import READ, WRITTEN, row_values, task_from_row
 from omniq.queue.url import import_driver, redact
-from omniq.serialization import decode_task, encode_task
 
 asyncpg = import_driver("asyncpg")
 
@@ -24,11 +22,7 @@ SCHEMA_VERSION = 1
 _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
-_COLUMNS = "seq, id, status, ready_at, revision, lease, worker_id, attempts, started_at, body"
-# The hot columns a write sets besides ``id``, in the order of ``_row_values``.
-_HOT = (
-    "queue_name, status, priority, ready_at, revision, lease, worker_id, attempts, started_at, body"
-)
+_HOT = ", ".join(WRITTEN)
 _HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
 # What the driver raises when the server or the connection is not there (or refused a
 # statement): callers see BackendError and may retry later, the pool reconnects by itself.
@@ -246,24 +240,6 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     # -- records ----------------------------------------------------------------------------
 
     @staticmethod
-    def _row_values(task: Task) -> tuple[Any, ...]:
-        return (
-            task.queue_name, task.status.value, task.priority, rules.ready_at(task),
-            task.revision, task.lease, task.worker_id, task.attempts,
-            rules.epoch(task.started_at), encode_task(task),
-        )
-
-    @staticmethod
-    def _task(row: Any) -> Task:
-        _seq, _id, status, ready, revision, lease, worker, attempts, started, body = row[:10]
-        status = TaskStatus(status)
-        return replace(
-            decode_task(body), status=status, revision=revision, lease=lease, worker_id=worker,
-            attempts=attempts, started_at=rules.from_epoch(started),
-            lease_expires_at=rules.from_epoch(ready) if status is TaskStatus.RUNNING else None,
-        )
-
-    @staticmethod
     def _makes_ready(task: Task) -> bool:
         # Work a waiting worker could take now or at a known time (running tasks are taken).
         return rules.ready_at(task) is not None and task.status is not TaskStatus.RUNNING
@@ -271,7 +247,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
-        chunks = _chunks([(t, self._row_values(t)) for t in tasks])
+        chunks = _chunks([(t, row_values(t)) for t in tasks])
         sql = self._insert_sql
 
         async def insert_all(conn: Any) -> list[Any]:
@@ -312,16 +288,16 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
 
     async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
         rows = await self._read(
-            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY($1::text[])", list(task_ids)
+            f"SELECT {READ} FROM {self._t} WHERE id = ANY($1::text[])", list(task_ids)
         )
-        return {row[1]: self._task(row) for row in rows}
+        return {row[1]: task_from_row(row) for row in rows}
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
         update = (
             f"UPDATE {self._t} SET ({_HOT}) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
             "WHERE id = $11 AND revision = $12 RETURNING queue_name"
         )
-        args: list[Any] = [*self._row_values(task), task.id, expected_revision]
+        args: list[Any] = [*row_values(task), task.id, expected_revision]
         if self._makes_ready(task):
             update = f"WITH u AS ({update}) SELECT queue_name, pg_notify($13, queue_name) FROM u"
             args.append(self.channel)
@@ -339,7 +315,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         # The lease expiry becomes the ready time, so a lost worker's task is due again when
         # its lease runs out and this same statement reclaims it.
         self._seen[queue_name] = self._wakes[queue_name]
-        cols = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+        cols = ", ".join(f"t.{c.strip()}" for c in READ.split(","))
         rows = await self._fetch(
             f"""WITH picked AS (
                 SELECT seq, ready_at AS was FROM {self._t}
@@ -357,7 +333,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
             SELECT * FROM claimed ORDER BY priority DESC, was, seq""",
             queue_name, now, limit, lease, worker_id, lease_expires,
         )
-        return [self._task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         rows = await self._read(  # repeating it changes nothing more
@@ -387,11 +363,11 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
     ) -> list[Task]:
         rows = await self._read(
-            f"SELECT {_COLUMNS} FROM {self._t} WHERE ($1::text IS NULL OR queue_name = $1) "
+            f"SELECT {READ} FROM {self._t} WHERE ($1::text IS NULL OR queue_name = $1) "
             "AND ($2::text[] IS NULL OR status = ANY($2)) ORDER BY seq LIMIT $3",
             queue_name, None if statuses is None else [s.value for s in statuses], limit,
         )
-        return [self._task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
         rows = await self._read(

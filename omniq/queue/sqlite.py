@@ -10,20 +10,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from msgspec.structs import replace
-
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
-from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue
+from omniq.queue.columns import READ, row_values, task_from_row
 from omniq.queue.url import import_driver
-from omniq.serialization import decode_task, encode_task
 
 aiosqlite = import_driver("aiosqlite")
 
 SCHEMA_VERSION = 1
 _CHUNK = 500
-_COLUMNS = "seq, id, status, ready_at, revision, lease, worker_id, attempts, started_at, body"
 # How often an idle worker checks whether another process wrote (a read of shared memory).
 _CHANGE_POLL = 0.05
 
@@ -169,37 +165,6 @@ class SQLiteTaskQueue(BaseTaskQueue):
 
     # -- records ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _row_values(task: Task) -> tuple[Any, ...]:
-        return (
-            task.queue_name,
-            task.status.value,
-            task.priority,
-            rules.ready_at(task),
-            task.revision,
-            task.lease,
-            task.worker_id,
-            task.attempts,
-            rules.epoch(task.started_at),
-            encode_task(task),
-        )
-
-    @staticmethod
-    def _task(row: Any) -> Task:
-        _seq, _id, status, ready, revision, lease, worker, attempts, started, body = row
-        status = TaskStatus(status)
-        task = decode_task(body)
-        return replace(
-            task,
-            status=status,
-            revision=revision,
-            lease=lease,
-            worker_id=worker,
-            attempts=attempts,
-            started_at=rules.from_epoch(started),
-            lease_expires_at=rules.from_epoch(ready) if status is TaskStatus.RUNNING else None,
-        )
-
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
@@ -210,7 +175,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
                     f"INSERT OR IGNORE INTO {self._t} (id, queue_name, status, priority, ready_at, "
                     "revision, lease, worker_id, attempts, started_at, body) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (task.id, *self._row_values(task)),
+                    (task.id, *row_values(task)),
                 )
                 new = cursor.rowcount == 1
                 inserted.append(new)
@@ -225,9 +190,9 @@ class SQLiteTaskQueue(BaseTaskQueue):
         found: dict[str, Task] = {}
         for chunk in _chunks(task_ids):
             rows = await self._rows(
-                f"SELECT {_COLUMNS} FROM {self._t} WHERE id IN ({_marks(chunk)})", chunk
+                f"SELECT {READ} FROM {self._t} WHERE id IN ({_marks(chunk)})", chunk
             )
-            found.update((row[1], self._task(row)) for row in rows)
+            found.update((row[1], task_from_row(row)) for row in rows)
         return found
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
@@ -236,7 +201,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
                 f"UPDATE {self._t} SET queue_name=?, status=?, priority=?, ready_at=?, "
                 "revision=?, lease=?, worker_id=?, attempts=?, started_at=?, body=? "
                 "WHERE id = ? AND revision = ?",
-                (*self._row_values(task), task.id, expected_revision),
+                (*row_values(task), task.id, expected_revision),
             )
             return bool(cursor.rowcount == 1)
 
@@ -260,11 +225,11 @@ class SQLiteTaskQueue(BaseTaskQueue):
             rows = await db.execute_fetchall(
                 f"UPDATE {self._t} SET status = 'running', lease = ?, worker_id = ?, "
                 "attempts = attempts + 1, started_at = ?, ready_at = ?, revision = revision + 1 "
-                f"WHERE seq IN ({_marks(picked)}) RETURNING {_COLUMNS}",
+                f"WHERE seq IN ({_marks(picked)}) RETURNING {READ}",
                 (lease, worker_id, now, lease_expires, *picked),
             )
         order = {seq: i for i, seq in enumerate(picked)}
-        return [self._task(r) for r in sorted(rows, key=lambda r: order[r[0]])]
+        return [task_from_row(r) for r in sorted(rows, key=lambda r: order[r[0]])]
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         async with self._conn() as db:
@@ -300,10 +265,10 @@ class SQLiteTaskQueue(BaseTaskQueue):
     ) -> list[Task]:
         where, params = self._filter(queue_name, statuses)
         rows = await self._rows(
-            f"SELECT {_COLUMNS} FROM {self._t}{where} ORDER BY seq LIMIT ?",
+            f"SELECT {READ} FROM {self._t}{where} ORDER BY seq LIMIT ?",
             [*params, -1 if limit is None else limit],
         )
-        return [self._task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     @staticmethod
     def _filter(

@@ -1,0 +1,52 @@
+"""The SQL backends' row layout: hot columns a claim can update in place, plus the task body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec.structs import replace
+
+from omniq.models.task import Task, TaskStatus
+from omniq.queue import rules
+from omniq.serialization import decode_task, encode_task
+
+#: Written columns besides ``id``, in the order of ``row_values``.
+WRITTEN = (
+    "queue_name", "status", "priority", "ready_at", "revision", "lease", "worker_id",
+    "attempts", "started_at", "body",
+)
+#: Columns read back, in the order ``task_from_row`` expects.
+READ = "seq, id, status, ready_at, revision, lease, worker_id, attempts, started_at, body"
+
+
+def row_values(task: Task) -> tuple[Any, ...]:
+    """Values for ``WRITTEN``: the ready time is derived, so a claim can index on it."""
+    return (
+        task.queue_name,
+        task.status.value,
+        task.priority,
+        rules.ready_at(task),
+        task.revision,
+        task.lease,
+        task.worker_id,
+        task.attempts,
+        rules.epoch(task.started_at),
+        encode_task(task),
+    )
+
+
+def task_from_row(row: Any) -> Task:
+    """The task of a ``READ`` row: the body, with the hot columns laid over it (a claim
+    updates only those)."""
+    _seq, _id, status, ready, revision, lease, worker, attempts, started, body = row[:10]
+    status = TaskStatus(status)
+    return replace(
+        decode_task(body),
+        status=status,
+        revision=revision,
+        lease=lease,
+        worker_id=worker,
+        attempts=attempts,
+        started_at=rules.from_epoch(started),
+        lease_expires_at=rules.from_epoch(ready) if status is TaskStatus.RUNNING else None,
+    )
