@@ -15,7 +15,7 @@ from tests.backends import ledger_tasks
 from tests.backends.processes import done_counts, ledger, start_worker, wait_for
 from tests.conftest import backend_url, build_queue, new_namespace
 
-DURABLE = ["sqlite", "postgres", "redis", "nats"]
+DURABLE = ["file", "sqlite", "postgres", "redis", "nats"]
 
 
 async def producer(queue: BaseTaskQueue, book: Path, prefix: str, count: int) -> list[str]:

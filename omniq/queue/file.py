@@ -1,0 +1,700 @@
+"""FileTaskQueue: one file per task under a directory, on local disk or any fsspec URL.
+
+Layout under ``<base_dir>/<namespace>/`` (docs/backends/file.md explains it at length)::
+
+    format                                   layout version
+    lock                                     writers flock it; its first bytes change per write
+    version                                  (fsspec stores only) changes on every write
+    seq                                      the last enqueue sequence number handed out
+    journal                                  a write in progress (left behind if its writer died)
+    tasks/<fid>.msgpack                      8-byte sequence number + the encoded task
+    ready/<queue>/<prio>-<time>-<seq>-<fid>  empty; one per claimable task (sorts in claim order)
+    state/<queue>/<status>/<seq>-<fid>       empty; one per task, for counts and listings
+    deps/<fid of dependency>/<fid>           empty; one per dependency link
+    paused/<queue>                           empty; present while the queue is paused
+
+Writers hold the lock for a short critical section; readers take no lock (every file appears
+whole: temp file + rename). A write touching several files is journalled first, and whoever
+takes the lock next finishes a journal a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
+
+from msgspec.structs import replace
+
+from omniq.exceptions import BackendError, InvalidTaskError
+from omniq.models.task import Task, TaskStatus, check_queue_name
+from omniq.queue import rules
+from omniq.queue.base import BaseTaskQueue
+from omniq.queue.url import import_driver, redact
+from omniq.serialization import decode, decode_task, encode, encode_task
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: only one process may use a directory
+    fcntl = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+# (kind, path relative to the namespace root, data): kind is "touch", "put" or "rm".
+Op = tuple[str, str, bytes | None]
+
+FORMAT = 1
+_TEMP = ".tmp-"
+# A temp file this old belongs to a writer that died (a live one renames it within ms).
+TEMP_MAX_AGE = 300.0
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_PLAIN_NAME = re.compile(r"^[a-z0-9_.-]*$")
+# Path parts never start with "." (so never "." or "..", nor a temp file's name).
+_REL = re.compile(r"^[a-z0-9_%~-][a-z0-9_.%~-]*(/[a-z0-9_%~-][a-z0-9_.%~-]*)*$")
+_READY = re.compile(r"^\d{10}-\d{18}-\d{12}-[a-z0-9_.%~-]+$")
+_PRIO_MAX = 2**31 - 1
+# Ready times are kept as whole microseconds shifted to be positive for any datetime.
+_OFFSET_US = 70_000_000_000 * 1_000_000
+_RANK = {"touch": 0, "put": 1, "rm": 2}
+_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _escape(name: str) -> str:
+    """A file-name-safe, case-insensitive-safe, reversible form of an id or queue name."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    return "".join(c if c in _PLAIN else f"%{ord(c):02x}" for c in name)
+
+
+def _fid(task_id: str) -> str:
+    escaped = _escape(task_id)
+    if len(escaped) <= 150:
+        return escaped
+    return "~" + hashlib.sha256(task_id.encode()).hexdigest()
+
+
+def _record(task_id: str) -> str:
+    return f"tasks/{_fid(task_id)}.msgpack"
+
+
+def _tkey(seconds: float) -> int:
+    return round(seconds * 1_000_000) + _OFFSET_US
+
+
+def _check_rel(rel: str) -> str:
+    """Every path is built from escaped names; refuse anything that could leave the root."""
+    if not _REL.fullmatch(rel):
+        raise InvalidTaskError(f"unsafe path {rel!r} in the file queue")
+    return rel
+
+
+class _Store(Protocol):
+    """The file operations the queue needs; each call is atomic on its own."""
+
+    journaled: bool  # whether multi-file writes are journalled (process-local stores: no)
+    threaded: bool  # whether calls block (run them in a thread)
+
+    def read(self, rel: str) -> bytes | None: ...
+    def put(self, rel: str, data: bytes) -> None: ...
+    def touch(self, rel: str) -> None: ...
+    def remove(self, rel: str) -> None: ...
+    def names(self, rel: str) -> list[str]: ...
+    def exists(self, rel: str) -> bool: ...
+    def lock(self) -> AbstractContextManager[None]: ...
+    def version(self) -> bytes: ...
+    def bump(self) -> bytes: ...
+    def drop(self) -> None: ...
+    def clean(self, max_age: float) -> None: ...
+
+
+class _LocalStore:
+    """Local disk: temp file + fsync + os.replace; flock on ``lock`` between processes."""
+
+    journaled = True
+    threaded = True
+
+    def __init__(self, root: str, fsync: bool) -> None:
+        self.root = os.path.abspath(root)
+        self.fsync = fsync
+
+    def path(self, rel: str) -> str:
+        full = os.path.normpath(os.path.join(self.root, *_check_rel(rel).split("/")))
+        if not full.startswith(self.root + os.sep):
+            raise InvalidTaskError(f"path {rel!r} leaves the queue directory")
+        return full
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def put(self, rel: str, data: bytes) -> None:
+        target = self.path(rel)
+        tmp = os.path.join(os.path.dirname(target), _TEMP + uuid.uuid4().hex)
+        fd = self._create(tmp, os.O_EXCL)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @staticmethod
+    def _create(path: str, extra: int = 0, mode: int = os.O_WRONLY) -> int:
+        flags = mode | os.O_CREAT | extra
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return os.open(path, flags, 0o644)
+
+    def touch(self, rel: str) -> None:
+        os.close(self._create(self.path(rel)))
+
+    def remove(self, rel: str) -> None:
+        path = self.path(rel)
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+        if rel.startswith("deps/"):
+            with suppress(OSError):  # not empty yet, or gone: either is fine
+                os.rmdir(os.path.dirname(path))
+
+    def names(self, rel: str) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.path(rel)) if not n.startswith(".")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        # A fresh descriptor per critical section: flock excludes other descriptors, even in
+        # this process, and the kernel drops it if the holder is killed.
+        fd = self._create(os.path.join(self.root, "lock"), mode=os.O_RDWR)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            else:  # pragma: no cover
+                with _LOCKS.setdefault(self.root, threading.Lock()):
+                    yield
+        finally:
+            os.close(fd)
+
+    def version(self) -> bytes:
+        try:
+            with open(os.path.join(self.root, "lock"), "rb") as f:
+                return f.read(8)
+        except FileNotFoundError:
+            return b""
+
+    def bump(self) -> bytes:
+        # Another descriptor on the lock file: closing it does not release the flock.
+        value = os.urandom(8)
+        fd = self._create(os.path.join(self.root, "lock"))
+        try:
+            os.write(fd, value)  # a fresh descriptor writes at offset 0
+        finally:
+            os.close(fd)
+        return value
+
+    def drop(self) -> None:
+        with self.lock(), suppress(FileNotFoundError):
+            shutil.rmtree(self.root)
+
+    def clean(self, max_age: float) -> None:
+        limit = time.time() - max_age
+        for folder in (self.root, os.path.join(self.root, "tasks")):
+            with suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
+                    if entry.name.startswith(_TEMP):
+                        with suppress(FileNotFoundError):
+                            if entry.stat().st_mtime < limit:
+                                os.unlink(entry.path)
+
+
+class _FsspecStore:
+    """Any fsspec filesystem: each object written whole; a lock only within this process."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        # memory:// lives in this process: nothing survives a crash, and calls do not block.
+        self.journaled = self.threaded = protocol != "memory"
+        self._lock = _LOCKS.setdefault(f"{protocol}://{self.root}", threading.Lock())
+
+    def path(self, rel: str) -> str:
+        full = posixpath.normpath(posixpath.join(self.root, _check_rel(rel)))
+        if not full.startswith(self.root + "/"):
+            raise InvalidTaskError(f"path {rel!r} leaves the queue directory")
+        return full
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self.path(rel)))
+        except FileNotFoundError:
+            return None
+
+    def put(self, rel: str, data: bytes) -> None:
+        self.fs.pipe_file(self.path(rel), data)
+
+    def touch(self, rel: str) -> None:
+        self.fs.pipe_file(self.path(rel), b"")
+
+    def remove(self, rel: str) -> None:
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(rel))
+
+    def names(self, rel: str) -> list[str]:
+        try:
+            found = self.fs.ls(self.path(rel), detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [posixpath.basename(p.rstrip("/")) for p in found]
+
+    def exists(self, rel: str) -> bool:
+        return self.read(rel) is not None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def version(self) -> bytes:
+        return self.read("version") or b""
+
+    def bump(self) -> bytes:
+        value = os.urandom(8)
+        self.put("version", value)
+        return value
+
+    def drop(self) -> None:
+        with self._lock, suppress(FileNotFoundError):
+            self.fs.rm(self.root, recursive=True)
+
+    def clean(self, max_age: float) -> None:
+        return None  # objects are written whole; there are no temp files
+
+
+def _make_store(base_dir: str, namespace: str, fsync: bool) -> _Store:
+    if "://" not in base_dir and "::" not in base_dir:
+        return _LocalStore(os.path.join(base_dir, namespace), fsync)
+    fsspec = import_driver("fsspec")
+    fs, path = fsspec.core.url_to_fs(base_dir)
+    local = import_driver("fsspec.implementations.local").LocalFileSystem
+    if isinstance(fs, local):
+        return _LocalStore(os.path.join(path, namespace), fsync)
+    return _FsspecStore(fs, posixpath.join(path, namespace))
+
+
+class FileTaskQueue(BaseTaskQueue):
+    """Tasks as files under ``base_dir`` (a local path, ``file://`` URL or any fsspec URL).
+
+    On local disk several processes may share the directory: writes are atomic renames and
+    claims hold an ``flock``. On object stores claims are atomic only within one process.
+    ``fsync=False`` keeps crash safety for killed processes but not for power loss.
+    """
+
+    def __init__(
+        self,
+        base_dir: str,
+        *,
+        lease_timeout: float = 30.0,
+        namespace: str = "omniq",
+        max_payload: int = 1 << 20,
+        fsync: bool = True,
+        poll_interval: float = 0.05,
+    ) -> None:
+        super().__init__(lease_timeout=lease_timeout, namespace=namespace, max_payload=max_payload)
+        self.base_dir = base_dir
+        self.poll_interval = poll_interval
+        self._store: _Store = _make_store(base_dir, namespace, fsync)
+        self._lock = asyncio.Lock()
+        # Sorted ready/ listings, valid while the version is the one this queue last saw
+        # under the lock (every writer changes it before and after writing).
+        self._ready: dict[str, list[str]] = {}
+        self._seen: bytes | None = None
+
+    def _describe(self) -> str:
+        return repr(redact(self.base_dir))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            if self._store.threaded:
+                return await asyncio.to_thread(fn, *args)
+            return fn(*args)
+        except OSError as exc:
+            raise BackendError(f"file queue {redact(self.base_dir)}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[list[Op]], T]) -> T:
+        """Run ``fn`` under the lock; it reads, returns a result and lists the writes to make."""
+        async with self._lock:
+            return await self._io(self._locked, fn)
+
+    def _locked(self, fn: Callable[[list[Op]], T]) -> T:
+        store = self._store
+        with store.lock():
+            seen = store.version()
+            if seen != self._seen:
+                self._ready.clear()
+            self._seen = None  # unknown until this section ends well
+            if self._recover():
+                seen = store.version()
+            ops: list[Op] = []
+            result = fn(ops)
+            if ops:
+                self._commit(ops)
+                seen = store.bump()
+            self._seen = seen
+            return result
+
+    def _commit(self, ops: list[Op]) -> None:
+        # Hints in ready/ are checked against the record at every claim, so a write that
+        # changes one record besides them needs no journal.
+        store = self._store
+        store.bump()  # before: a writer dying mid-way still invalidates others' listings
+        journal = store.journaled and sum(not op[1].startswith("ready/") for op in ops) > 1
+        if journal:
+            store.put("journal", encode(ops))
+        self._perform(ops)
+        if journal:
+            store.remove("journal")
+
+    def _perform(self, ops: Sequence[Op]) -> None:
+        # New index entries first and stale ones last, so a reader never loses a task.
+        final = {rel: (kind, rel, data) for kind, rel, data in ops}
+        for kind, rel, data in sorted(final.values(), key=lambda op: _RANK[op[0]]):
+            if kind == "put":
+                assert data is not None
+                self._store.put(rel, data)
+            elif kind == "touch":
+                self._store.touch(rel)
+            else:
+                self._store.remove(rel)
+            folder, _, name = rel.rpartition("/")
+            cached = self._ready.get(folder)
+            if cached is not None:
+                at = bisect.bisect_left(cached, name)
+                present = at < len(cached) and cached[at] == name
+                if kind == "touch" and not present:
+                    cached.insert(at, name)
+                elif kind == "rm" and present:
+                    del cached[at]
+
+    def _recover(self) -> bool:
+        """Finish the write of a writer that died holding the lock (ops are idempotent)."""
+        data = self._store.read("journal")
+        if data is None:
+            return False
+        try:
+            raw: list[list[Any]] = decode(data)
+            ops: list[Op] = [(str(k), _check_rel(str(r)), d) for k, r, d in raw]
+            if any(kind not in _RANK or (kind == "put") != (data is not None)
+                   for kind, _, data in ops):
+                raise ValueError("unknown operation")
+        except (ValueError, TypeError) as exc:
+            raise BackendError(f"unreadable journal in {redact(self.base_dir)}: {exc}") from exc
+        self._store.bump()
+        self._ready.clear()
+        self._perform(ops)
+        self._store.remove("journal")
+        self._store.bump()
+        return True
+
+    def _read(self, rel: str) -> tuple[int, Task] | None:
+        data = self._store.read(rel)
+        if data is None:
+            return None
+        return int.from_bytes(data[:8], "big"), decode_task(data[8:])
+
+    @staticmethod
+    def _entries(seq: int, task: Task) -> set[str]:
+        fq, fid = _escape(task.queue_name), _fid(task.id)
+        entries = {f"state/{fq}/{task.status.value}/{seq:012d}-{fid}"}
+        ready = rules.ready_at(task)
+        if ready is not None:
+            prio = _PRIO_MAX - task.priority
+            entries.add(f"ready/{fq}/{prio:010d}-{_tkey(ready):018d}-{seq:012d}-{fid}")
+        return entries
+
+    def _change(self, ops: list[Op], seq: int, old: Task | None, new: Task | None) -> None:
+        """List the writes that turn record ``old`` into ``new`` (None: absent)."""
+        task = new or old
+        assert task is not None
+        before = self._entries(seq, old) if old else set()
+        after = self._entries(seq, new) if new else set()
+        ops.extend(("touch", rel, None) for rel in sorted(after - before))
+        if new is None:
+            ops.append(("rm", _record(task.id), None))
+        else:
+            ops.append(("put", _record(task.id), seq.to_bytes(8, "big") + encode_task(new)))
+        ops.extend(("rm", rel, None) for rel in sorted(before - after))
+
+    def _queues(self, folder: str, queue_name: str | None) -> list[str]:
+        return [_escape(queue_name)] if queue_name is not None else self._store.names(folder)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        await self._io(self._prepare)
+
+    def _prepare(self) -> None:
+        self._store.clean(TEMP_MAX_AGE)
+        with self._store.lock():
+            found = self._store.read("format")
+            if found is None:
+                self._store.put("format", f"omniq-file {FORMAT}\n".encode())
+            elif int(found.split()[-1]) > FORMAT:
+                raise BackendError(
+                    f"{redact(self.base_dir)} holds OmniQ file layout {found.split()[-1]!r}; "
+                    f"this OmniQ knows {FORMAT} (upgrade OmniQ)"
+                )
+            self._recover()
+
+    async def _close(self) -> None:
+        return None
+
+    # -- primitives -------------------------------------------------------------------------
+
+    async def _insert(self, tasks: list[Task]) -> list[bool]:
+        def insert(ops: list[Op]) -> list[bool]:
+            raw = self._store.read("seq")
+            seq = int(raw) if raw else 0
+            inserted = []
+            for task in tasks:
+                new = not self._store.exists(_record(task.id))
+                if new:
+                    seq += 1
+                    self._change(ops, seq, None, task)
+                    fid = _fid(task.id)
+                    ops.extend(("touch", f"deps/{_fid(d)}/{fid}", None) for d in task.depends_on)
+                inserted.append(new)
+            if ops:
+                ops.append(("put", "seq", str(seq).encode()))
+            return inserted
+
+        return await self._write(insert)
+
+    async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        def get() -> dict[str, Task]:
+            found = {}
+            for task_id in task_ids:
+                record = self._read(_record(task_id))
+                if record is not None and record[1].id == task_id:
+                    found[task_id] = record[1]
+            return found
+
+        return await self._io(get)
+
+    async def _replace(self, task: Task, expected_revision: int) -> bool:
+        def swap(ops: list[Op]) -> bool:
+            record = self._read(_record(task.id))
+            if record is None or record[1].revision != expected_revision:
+                return False
+            self._change(ops, record[0], record[1], task)
+            return True
+
+        return await self._write(swap)
+
+    async def _claim(
+        self,
+        queue_name: str,
+        now: float,
+        limit: int,
+        worker_id: str | None,
+        lease: str,
+        lease_expires: float,
+    ) -> list[Task]:
+        folder = f"ready/{_escape(queue_name)}"
+        cutoff = f"{_tkey(now):018d}"
+        started, expires = rules.from_epoch(now), rules.from_epoch(lease_expires)
+
+        def claim(ops: list[Op]) -> list[Task]:
+            # Names sort in claim order (priority, ready time, enqueue order): no decoding.
+            names = self._ready.get(folder)
+            if names is None:
+                names = sorted(filter(_READY.fullmatch, self._store.names(folder)))
+                self._ready[folder] = names
+            taken: list[Task] = []
+            for name in names:
+                if len(taken) >= limit:
+                    break
+                if name[11:29] > cutoff:
+                    continue
+                record = self._read(f"tasks/{name[43:]}.msgpack")
+                if record is None or f"{folder}/{name}" not in self._entries(*record):
+                    ops.append(("rm", f"{folder}/{name}", None))  # a stale hint
+                    continue
+                seq, task = record
+                new = replace(
+                    task, status=TaskStatus.RUNNING, lease=lease, worker_id=worker_id,
+                    attempts=task.attempts + 1, started_at=started, lease_expires_at=expires,
+                    revision=task.revision + 1,
+                )
+                self._change(ops, seq, task, new)
+                taken.append(new)
+            return taken
+
+        return await self._write(claim)
+
+    async def _extend(self, task_id: str, lease: str, until: float) -> bool:
+        def extend(ops: list[Op]) -> bool:
+            record = self._read(_record(task_id))
+            if record is None:
+                return False
+            seq, task = record
+            if task.status is not TaskStatus.RUNNING or task.lease != lease:
+                return False
+            new = replace(task, lease_expires_at=rules.from_epoch(until),
+                          revision=task.revision + 1)
+            self._change(ops, seq, task, new)
+            return True
+
+        return await self._write(extend)
+
+    async def _delete(self, task_ids: Sequence[str]) -> list[str]:
+        def delete(ops: list[Op]) -> list[str]:
+            deleted = []
+            for task_id in dict.fromkeys(task_ids):
+                record = self._read(_record(task_id))
+                if record is None:
+                    continue
+                seq, task = record
+                self._change(ops, seq, task, None)
+                fid = _fid(task_id)
+                ops.extend(("rm", f"deps/{_fid(d)}/{fid}", None) for d in task.depends_on)
+                deleted.append(task_id)
+            return deleted
+
+        return await self._write(delete)
+
+    async def _dependents(self, task_ids: Sequence[str]) -> set[str]:
+        def dependents() -> set[str]:
+            found: set[str] = set()
+            for task_id in task_ids:
+                for fid in self._store.names(f"deps/{_fid(task_id)}"):
+                    if not fid.startswith("~"):
+                        found.add(unquote(fid))
+                    elif (record := self._read(f"tasks/{fid}.msgpack")) is not None:
+                        found.add(record[1].id)
+            return found
+
+        return await self._io(dependents)
+
+    async def _list(
+        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+    ) -> list[Task]:
+        wanted = list(TaskStatus) if statuses is None else list(statuses)
+
+        def listing() -> list[Task]:
+            # Entry names start with the enqueue sequence number: sorting them is enqueue order.
+            names = sorted(
+                name
+                for q in self._queues("state", queue_name)
+                for status in wanted
+                for name in self._store.names(f"state/{q}/{status.value}")
+            )
+            found: dict[str, Task] = {}
+            for name in names:
+                if limit is not None and len(found) >= limit:
+                    break
+                record = self._read(f"tasks/{name[13:]}.msgpack")
+                if record is None:
+                    continue  # deleted meanwhile
+                task = record[1]
+                if task.status in wanted and queue_name in (None, task.queue_name):
+                    found.setdefault(task.id, task)
+            return list(found.values())
+
+        return await self._io(listing)
+
+    async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
+        def counts() -> dict[TaskStatus, int]:
+            found: dict[TaskStatus, int] = {}
+            for q in self._queues("state", queue_name):
+                for status in TaskStatus:
+                    n = len(self._store.names(f"state/{q}/{status.value}"))
+                    if n:
+                        found[status] = found.get(status, 0) + n
+            return found
+
+        return await self._io(counts)
+
+    async def _set_paused(self, queue_name: str, paused: bool) -> None:
+        def mark(ops: list[Op]) -> None:
+            ops.append(("touch" if paused else "rm", f"paused/{_escape(queue_name)}", None))
+
+        await self._write(mark)
+
+    async def _paused_queues(self) -> set[str]:
+        def paused() -> set[str]:
+            names = {unquote(n) for n in self._store.names("paused")}
+            return {n for n in names if _valid_queue(n)}
+
+        return await self._io(paused)
+
+    async def _is_paused(self, queue_name: str) -> bool:
+        return await self._io(self._store.exists, f"paused/{_escape(queue_name)}")
+
+    async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        cutoff = _tkey(now)
+
+        def earliest() -> float | None:
+            queues = [_escape(n) for n in queue_names] or self._store.names("ready")
+            keyed = (
+                (int(name[11:29]), name)
+                for q in queues
+                for name in self._store.names(f"ready/{q}")
+                if _READY.fullmatch(name)
+            )
+            best = min((k for k in keyed if k[0] > cutoff), default=None)
+            if best is None:
+                return None
+            # The name holds whole microseconds; the record has the exact time.
+            record = self._read(f"tasks/{best[1][43:]}.msgpack")
+            exact = rules.ready_at(record[1]) if record is not None else None
+            return exact if exact is not None and exact > now else (best[0] - _OFFSET_US) / 1e6
+
+        return await self._io(earliest)
+
+    async def _remote_change(self, queue_names: list[str]) -> None:
+        # Every write changes a few version bytes; polling them is one small read.
+        start = await self._io(self._store.version)
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if await self._io(self._store.version) != start:
+                return
+
+    async def _drop(self) -> None:
+        async with self._lock:
+            await self._io(self._store.drop)
+
+
+def _valid_queue(name: str) -> bool:
+    try:
+        check_queue_name(name)
+    except InvalidTaskError:
+        return False
+    return True
