@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import omniq
 from omniq import BackendError, Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue
 from omniq.queue.nats import NATSTaskQueue
+from tests.backends.outage import Outage, free_port
 from tests.backends.processes import ROOT
 from tests.conformance import tasks
 from tests.conftest import NATS_URL, QueueFactory, new_namespace, require_server
@@ -43,12 +43,6 @@ async def raw() -> AsyncIterator[Any]:
     client = await nats.connect(NATS_URL)
     yield client.jetstream()
     await client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def stream_names(js: Any) -> set[str]:
@@ -113,33 +107,6 @@ async def test_reads_and_claims_see_another_connections_writes_at_once(
     await producer.enqueue(Task(func=tasks.add, args=(1, 1)))
     assert await consumer.dequeue() is None, "a pause from another connection holds at once"
     assert (await consumer.stats("default")).paused
-
-
-async def test_idle_waiter_wakes_on_another_connections_enqueue(make_queue: QueueFactory) -> None:
-    waiter, producer = await make_queue(), await make_queue()
-    assert await waiter.dequeue() is None
-
-    started = time.monotonic()
-    await waiter.wait_for_work(["default"], 0.4)
-    assert time.monotonic() - started >= 0.35, "an idle waiter returned without any change"
-
-    sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 0.6))
-    await asyncio.sleep(0.1)
-    await producer.enqueue(Task(func=tasks.add, args=(1, 2), queue_name="other"))
-    await asyncio.sleep(0.2)
-    assert not sleeper.done(), "work on another queue woke the waiter"
-    await sleeper
-
-    for _ in range(5):
-        sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 10.0))
-        await asyncio.sleep(0.05)
-        assert not sleeper.done()
-        started = time.monotonic()
-        task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
-        await asyncio.wait_for(sleeper, 1.0)
-        assert time.monotonic() - started < 0.25
-        claimed = await waiter.dequeue()
-        assert claimed is not None and claimed.id == task_id
 
 
 async def test_resume_from_another_connection_wakes_the_waiter(make_queue: QueueFactory) -> None:
@@ -244,55 +211,6 @@ async def test_not_connected_is_a_backend_error() -> None:
     queue = NATSTaskQueue([NATS_URL], namespace=new_namespace())
     with pytest.raises(BackendError, match="not connected"):
         await queue.get_task("x")
-
-
-class Outage:
-    """A TCP forwarder to the NATS server that a test can cut and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.links: set[asyncio.Task[None]] = set()
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.transport.abort()
-        self.writers.clear()
-        for link in list(self.links):
-            link.cancel()
-        await asyncio.gather(*self.links, return_exceptions=True)
-        await self.server.wait_closed()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.links.add(task)
-        self.writers.append(writer)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-            self.writers.append(up_writer)
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.links.discard(task)
-            writer.transport.abort()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
 
 
 async def test_outage_raises_backend_error_then_recovers(make_queue: QueueFactory) -> None:

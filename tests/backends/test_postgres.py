@@ -4,7 +4,6 @@ LISTEN/NOTIFY wake-ups, outages and reconnects, schema and namespace handling.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from omniq import Task, TaskStatus
 from omniq.exceptions import BackendError
+from tests.backends.outage import Outage, free_port
 from tests.conftest import POSTGRES_DSN, new_namespace, require_server
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -34,12 +34,6 @@ def job(key: str, **fields: Any) -> Task:
 
 def with_netloc(dsn: str, netloc: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(netloc=netloc))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -359,55 +353,6 @@ async def test_killed_pool_connections_are_replaced(make: Factory) -> None:
     for i in range(4):
         await queue.enqueue(job(f"fresh{i}"))
     assert (await queue.stats()).pending >= 6
-
-
-class Outage:
-    """A TCP forwarder to the PostgreSQL server that a test can cut and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.links: set[asyncio.Task[None]] = set()
-        self.transports: list[asyncio.BaseTransport] = []
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for transport in self.transports:
-            transport.abort()
-        self.transports.clear()
-        for link in list(self.links):
-            link.cancel()
-        await asyncio.gather(*self.links, return_exceptions=True)
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.links.add(task)
-        self.transports.append(writer.transport)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-            self.transports.append(up_writer.transport)
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.links.discard(task)
-            writer.transport.abort()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
 
 
 async def test_server_outage_raises_backend_error_then_recovers(make: Factory) -> None:

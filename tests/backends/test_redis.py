@@ -110,33 +110,6 @@ async def test_priorities_order_many_tasks_exactly(queue: BaseTaskQueue) -> None
     assert order == [t.id for t in expected]
 
 
-async def test_idle_waiter_wakes_promptly_and_does_not_poll(make_queue: QueueFactory) -> None:
-    waiter, producer = await make_queue(), await make_queue()
-    await waiter.wait_for_work(["default"], 2.0)  # subscribes (returns at once)
-    assert await waiter.dequeue() is None
-
-    started = time.monotonic()
-    await waiter.wait_for_work(["default"], 0.4)
-    assert time.monotonic() - started >= 0.35, "an idle waiter returned without any change"
-
-    sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 0.6))
-    await asyncio.sleep(0.1)
-    await producer.enqueue(Task(func=tasks.add, args=(1, 2), queue_name="other"))
-    await asyncio.sleep(0.2)
-    assert not sleeper.done(), "work on another queue woke the waiter"
-    await sleeper
-
-    sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 10.0))
-    await asyncio.sleep(0.1)
-    assert not sleeper.done()
-    started = time.monotonic()
-    task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
-    await asyncio.wait_for(sleeper, 1.0)
-    assert time.monotonic() - started < 0.5
-    claimed = await waiter.dequeue()
-    assert claimed is not None and claimed.id == task_id
-
-
 async def test_wake_up_published_during_a_claim_is_not_lost(make_queue: QueueFactory) -> None:
     waiter, producer = await make_queue(), await make_queue()
     await waiter.wait_for_work(["default"], 2.0)

@@ -1,0 +1,54 @@
+"""Wake-ups across connections, on every backend where two queue objects share storage: an idle
+waiter sleeps until another connection makes work ready, then wakes promptly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from omniq import Task
+from tests.conformance import tasks
+from tests.conftest import build_queue, new_namespace
+
+SHARED = ["file", "sqlite", "postgres", "redis", "nats"]
+# Backends whose wake-ups name the queue; the polling ones may wake for any write.
+PER_QUEUE = {"postgres", "redis", "nats"}
+
+
+@pytest.mark.parametrize("backend", SHARED)
+async def test_waiter_wakes_on_another_connections_enqueue(backend: str, tmp_path: Path) -> None:
+    namespace = new_namespace()
+    waiter = build_queue(backend, tmp_path, namespace=namespace)
+    producer = build_queue(backend, tmp_path, namespace=namespace)
+    async with waiter, producer:
+        try:
+            await waiter.wait_for_work(["default"], 0.3)  # sets up any listener
+            assert await waiter.dequeue() is None
+
+            started = time.monotonic()
+            await waiter.wait_for_work(["default"], 0.4)
+            assert time.monotonic() - started >= 0.35, "an idle waiter returned without a change"
+
+            if backend in PER_QUEUE:
+                sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 0.6))
+                await asyncio.sleep(0.1)
+                await producer.enqueue(Task(func=tasks.add, args=(1, 2), queue_name="other"))
+                await asyncio.sleep(0.2)
+                assert not sleeper.done(), "work on another queue woke the waiter"
+                await sleeper
+
+            for _ in range(3):
+                sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 10.0))
+                await asyncio.sleep(0.1)
+                assert not sleeper.done()
+                started = time.monotonic()
+                task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
+                await asyncio.wait_for(sleeper, 1.0)
+                assert time.monotonic() - started < 0.25
+                claimed = await waiter.dequeue()
+                assert claimed is not None and claimed.id == task_id
+        finally:
+            await producer.drop_namespace()
