@@ -75,6 +75,7 @@ class WorkerPool:
         self._extended: dict[str, float] = {}
         self._ended_elsewhere: set[str] = set()
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
         self._changed = asyncio.Event()
         self._releasing = False
         self._failure: BaseException | None = None
@@ -102,6 +103,7 @@ class WorkerPool:
     async def run(self, burst: bool = False) -> None:
         """Claim and run tasks until stopped (or, with ``burst``, until the queues drain)."""
         self._stopping.clear()
+        self._hurry.clear()
         self._failure = None
         self._releasing = False
         self._allowlist = Allowlist(self.imports)
@@ -326,7 +328,14 @@ class WorkerPool:
         if not self._running:
             return
         runners = [runner for runner, _ in self._running.values()]
-        _, pending = await asyncio.wait(runners, timeout=self.grace_period)
+        # asyncio.wait never cancels what it waits on, so dropping these leaves runners alone.
+        finished = asyncio.ensure_future(asyncio.wait(runners))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait([finished, hurry], timeout=self.grace_period,
+                           return_when=asyncio.FIRST_COMPLETED)
+        finished.cancel()
+        hurry.cancel()
+        pending = {r for r in runners if not r.done()}
         if pending:
             log.warning("cancelling %d task(s) still running after the grace period", len(pending))
             self._releasing = True
@@ -342,7 +351,7 @@ class WorkerPool:
 
         def on_signal() -> None:
             if self._stopping.is_set():
-                self.grace_period = 0  # a second signal: stop now
+                self._hurry.set()
             self._stopping.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -185,3 +187,19 @@ async def test_recurring_task_runs_each_occurrence(queue: BaseTaskQueue) -> None
         await asyncio.wait_for(runner, 10)
     task = await queue.get_task(task_id)
     assert task is not None and task.status is TaskStatus.CANCELLED and task.result == "tick"
+
+
+async def test_second_signal_skips_the_grace_period(queue: BaseTaskQueue) -> None:
+    task_id = await queue.enqueue(Task(func=tasks.sleep_for, args=(60,)))
+    pool = WorkerPool(queue, grace_period=30)  # handles SIGINT/SIGTERM itself
+    runner = asyncio.create_task(pool.run())
+    await eventually(lambda: pool.active == 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    assert not runner.done(), "the first signal waits for running tasks"
+    asked = time.monotonic()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(runner, 10)
+    assert time.monotonic() - asked < 2
+    task = await queue.get_task(task_id)
+    assert task is not None and task.status is TaskStatus.PENDING, "its lease was handed back"
