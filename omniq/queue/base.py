@@ -160,11 +160,12 @@ class BaseTaskQueue(ABC):
         ]
         inserted = await self._insert(records)
         self._notify()
-        for record, new in zip(records, inserted, strict=True):
-            # Write, then re-check: a dependency that finished before this insert was visible
-            # could not see its dependent, so the dependent looks at its dependencies itself.
-            if new and record.status is TaskStatus.WAITING:
-                await self._settle_waiting([record.id])
+        # Write, then re-check: a dependency that finished before this insert was visible
+        # could not see its dependent, so the dependent looks at its dependencies itself.
+        await self._settle_waiting([
+            r.id for r, new in zip(records, inserted, strict=True)
+            if new and r.status is TaskStatus.WAITING
+        ])
         return list(batch)
 
     def _checked(self, task: Task) -> Task:
@@ -199,7 +200,7 @@ class BaseTaskQueue(ABC):
     async def claim(self, queue_name: str, limit: int, *, worker_id: str | None = None) -> Claim:
         """Claim up to ``limit`` tasks; those whose ttl passed are expired instead of run."""
         check_queue_name(queue_name)
-        if limit < 1 or await self._is_paused(queue_name):
+        if limit < 1:
             return Claim([], [])
         result = Claim([], [])
         # Expired tasks take claim slots without running: claim again until the batch has
@@ -371,17 +372,14 @@ class BaseTaskQueue(ABC):
         task = await self._require(task_id)
         if not task.status.terminal:
             return False
-        deps = await self._get(task.depends_on) if task.depends_on else {}
-        waiting = any(
-            d not in deps or deps[d].status is not TaskStatus.COMPLETED for d in task.depends_on
-        )
         now = utcnow()
+        # With dependencies it waits, and the one rule for waiting tasks decides what next.
+        waiting = bool(task.depends_on)
 
         def change(t: Task) -> Task | None:
             return rules.requeued(t, now, waiting=waiting) if t.status.terminal else None
 
         after = await self._apply(task_id, change, known=task)
-        self._notify()
         if after.status is TaskStatus.WAITING:
             await self._settle_waiting([task_id])
         return after.revision != task.revision
@@ -402,7 +400,6 @@ class BaseTaskQueue(ABC):
 
         before = await self._require(task_id)
         after = await self._apply(task_id, change, known=before)
-        self._notify()
         return after.revision != before.revision
 
     async def pause(self, queue_name: str) -> None:
@@ -462,8 +459,13 @@ class BaseTaskQueue(ABC):
             if remote.done() and not remote.cancelled() and remote.exception():
                 raise BackendError(f"waiting for work failed: {remote.exception()}")
 
-    def _notify(self) -> None:
+    def _mark_ready(self) -> None:
+        """Record that work may have become ready (here or, for backends that watch the store,
+        elsewhere): a worker that read ``generation`` before this does not sleep on it."""
         self._generation += 1
+
+    def _notify(self) -> None:
+        self._mark_ready()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -528,14 +530,18 @@ class BaseTaskQueue(ABC):
 
     async def _settle_waiting(self, task_ids: Sequence[str]) -> None:
         """For WAITING tasks: PENDING once every dependency completed; CANCELLED (cascading
-        through ``_apply``) once any failed, was cancelled, expired or deleted."""
+        through ``_apply``) once any failed, was cancelled, expired or deleted. Two reads for
+        the whole batch; a write only for tasks whose state changes."""
+        if not task_ids:
+            return
         waiting = [t for t in (await self._get(list(task_ids))).values()
                    if t.status is TaskStatus.WAITING]
+        deps = await self._get(sorted({d for t in waiting for d in t.depends_on}))
+        now = utcnow()
         for task in waiting:
-            deps = await self._get(task.depends_on)
-            now = utcnow()
-            await self._apply(task.id, functools.partial(rules.settled, deps=deps, now=now),
-                              known=task)
+            if rules.settled(task, deps, now) is not None:
+                await self._apply(task.id, functools.partial(rules.settled, deps=deps, now=now),
+                                  known=task)
 
     # -- storage primitives: each one atomic in its backend ---------------------------------
 
@@ -573,7 +579,9 @@ class BaseTaskQueue(ABC):
         """Atomically take up to ``limit`` tasks of the queue whose ready time (``rules.ready_at``)
         is <= now, highest priority first, then earliest ready time, then enqueue order, and
         store them RUNNING: lease, worker_id, attempts + 1, started_at = now,
-        lease_expires_at = lease_expires, revision + 1. Returns them in that order."""
+        lease_expires_at = lease_expires, revision + 1. Returns them in that order.
+        Takes nothing while the queue is paused, checked in the same atomic step, so a claim
+        costs one round trip."""
 
     @abstractmethod
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
@@ -604,9 +612,6 @@ class BaseTaskQueue(ABC):
     @abstractmethod
     async def _paused_queues(self) -> set[str]:
         """Names of paused queues."""
-
-    async def _is_paused(self, queue_name: str) -> bool:
-        return queue_name in await self._paused_queues()
 
     @abstractmethod
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:

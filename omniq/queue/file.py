@@ -532,6 +532,8 @@ class FileTaskQueue(BaseTaskQueue):
         started, expires = rules.from_epoch(now), rules.from_epoch(lease_expires)
 
         def claim(ops: list[Op]) -> list[Task]:
+            if self._store.exists(f"paused/{_escape(queue_name)}"):
+                return []  # checked under the same lock as the claim
             # Names sort in claim order (priority, ready time, enqueue order): no decoding.
             names = self._ready.get(folder)
             if names is None:
@@ -654,9 +656,6 @@ class FileTaskQueue(BaseTaskQueue):
             return {n for n in names if _valid_queue(n)}
 
         return await self._io(paused)
-
-    async def _is_paused(self, queue_name: str) -> bool:
-        return await self._io(self._store.exists, f"paused/{_escape(queue_name)}")
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
         cutoff = _tkey(now)

@@ -101,6 +101,8 @@ class MemoryTaskQueue(BaseTaskQueue):
         lease: str,
         lease_expires: float,
     ) -> list[Task]:
+        if queue_name in self._paused:
+            return []
         self._promote(queue_name, now)
         due = self._due[queue_name]
         started = rules.from_epoch(now)

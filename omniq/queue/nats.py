@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -47,9 +45,6 @@ _HEARTBEAT = 2.0  # the watcher's idle heartbeat: a lost consumer is rebuilt aft
 # and '.' -> '/' (ids never contain '=' or '/', so the mapping is reversible).
 _ENC = str.maketrans({":": "=", ".": "/"})
 _DEC = str.maketrans({"=": ":", "/": "."})
-# Set by _is_paused right before the base class calls _claim in the same task: the barrier it
-# ran already happened inside this claim, so _claim need not run another.
-_CLAIM_SYNCED: ContextVar[tuple[int, float] | None] = ContextVar("omniq_nats_synced", default=None)
 
 
 class _Head(msgspec.Struct, array_like=True):
@@ -437,9 +432,7 @@ class NATSTaskQueue(BaseTaskQueue):
 
     def _wake(self, queue: str, ready: bool) -> None:
         if ready:
-            # A worker that read ``generation`` before this change does not go to sleep on it
-            # (a change landing between its claim and its wait is not lost).
-            self._generation += 1
+            self._mark_ready()  # a change between a worker's claim and its wait is not lost
         for names, fut in self._listeners:
             if not fut.done() and (not names or (ready and queue in names)):
                 fut.set_result(None)
@@ -643,10 +636,7 @@ class NATSTaskQueue(BaseTaskQueue):
         lease: str,
         lease_expires: float,
     ) -> list[Task]:
-        mark = _CLAIM_SYNCED.get()
-        _CLAIM_SYNCED.set(None)
-        if mark is None or mark[0] != id(self) or time.monotonic() - mark[1] > _STALL:
-            await self._sync()
+        await self._sync()
         if queue_name in self._index.paused:
             return []
         claimed: list[tuple[_Entry, Task]] = []
@@ -750,11 +740,6 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _paused_queues(self) -> set[str]:
         await self._sync()
         return set(self._index.paused)
-
-    async def _is_paused(self, queue_name: str) -> bool:
-        await self._sync()
-        _CLAIM_SYNCED.set((id(self), time.monotonic()))
-        return queue_name in self._index.paused
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
         await self._sync()

@@ -320,6 +320,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
             f"""WITH picked AS (
                 SELECT seq, ready_at AS was FROM {self._t}
                 WHERE queue_name = $1 AND ready_at IS NOT NULL AND ready_at <= $2
+                    AND NOT EXISTS (SELECT 1 FROM {self._q} WHERE name = $1 AND paused)
                 ORDER BY priority DESC, ready_at, seq
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
@@ -388,10 +389,6 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
 
     async def _paused_queues(self) -> set[str]:
         return {row[0] for row in await self._read(f"SELECT name FROM {self._q} WHERE paused")}
-
-    async def _is_paused(self, queue_name: str) -> bool:
-        rows = await self._read(f"SELECT paused FROM {self._q} WHERE name = $1", queue_name)
-        return bool(rows and rows[0][0])
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
         if not queue_names:

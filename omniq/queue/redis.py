@@ -461,10 +461,6 @@ class RedisTaskQueue(BaseTaskQueue):
         ])
         return [self._task(row) for row in rows]
 
-    async def _is_paused(self, queue_name: str) -> bool:
-        # Checked inside the claim script instead, atomically and without a round trip.
-        return False
-
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         args = [_num(time.time()), task_id, lease, _num(until), _time_key(until)]
         return bool(await self._run("extend", args))

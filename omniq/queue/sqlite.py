@@ -217,8 +217,9 @@ class SQLiteTaskQueue(BaseTaskQueue):
         async with self._transaction() as db:
             picked = [row[0] for row in await db.execute_fetchall(
                 f"SELECT seq FROM {self._t} WHERE queue_name = ? AND ready_at IS NOT NULL "
-                "AND ready_at <= ? ORDER BY priority DESC, ready_at, seq LIMIT ?",
-                (queue_name, now, limit),
+                f"AND ready_at <= ? AND NOT EXISTS (SELECT 1 FROM {self._q} "
+                "WHERE name = ? AND paused = 1) ORDER BY priority DESC, ready_at, seq LIMIT ?",
+                (queue_name, now, queue_name, limit),
             )]
             if not picked:
                 return []
@@ -300,10 +301,6 @@ class SQLiteTaskQueue(BaseTaskQueue):
 
     async def _paused_queues(self) -> set[str]:
         return {r[0] for r in await self._rows(f"SELECT name FROM {self._q} WHERE paused = 1")}
-
-    async def _is_paused(self, queue_name: str) -> bool:
-        rows = await self._rows(f"SELECT paused FROM {self._q} WHERE name = ?", (queue_name,))
-        return bool(rows and rows[0][0])
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
         where = f"queue_name IN ({_marks(queue_names)}) AND " if queue_names else ""

@@ -306,7 +306,6 @@ async def test_connect_file_url_and_namespaces_share_a_directory(tmp_path: Path)
 
 
 async def test_memory_url_keeps_namespaces_apart() -> None:
-    pytest.importorskip("fsspec")
     base = f"memory://omniq-file-tests/{os.getpid()}"
     async with FileTaskQueue(base, namespace="a") as a, FileTaskQueue(base, namespace="b") as b:
         await a.enqueue(Task(func="m:f", id="t1"))
