@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import msgspec
 
@@ -25,6 +25,7 @@ from omniq.exceptions import (
     DependencyError,
     InvalidTaskError,
     LeaseLostError,
+    OmniQError,
     SerializationError,
     TaskCancelledError,
     TaskExpiredError,
@@ -58,6 +59,15 @@ class QueueStats(msgspec.Struct, kw_only=True):
     def total(self) -> int:
         """All tasks counted."""
         return sum(getattr(self, s.value) for s in TaskStatus)
+
+
+class Outcome(NamedTuple):
+    """What running one claimed task produced, for ``BaseTaskQueue.report``."""
+
+    task: Task  #: the task as claimed (its lease and revision fence the write)
+    result: Any = None
+    error: str | None = None  #: None for success
+    retry: bool = True  #: False: a failure that no retry can fix (e.g. not allowed)
 
 
 class Claim(msgspec.Struct):
@@ -243,6 +253,47 @@ class BaseTaskQueue(ABC):
     async def release(self, task_id: str, *, lease: str) -> None:
         """Hand a claim back unfinished (worker shutdown): PENDING again, no retry consumed."""
         await self.finish(task_id, lambda t, now: rules.released(t, now), lease=lease)
+
+    async def report(self, outcomes: Sequence[Outcome]) -> list[Task | OmniQError]:
+        """Record the outcomes of claimed tasks together (a worker's group commit).
+
+        Each write is fenced by the claimed task's lease and revision, so one batched
+        compare-and-set records every task nobody touched since its claim; a task that
+        changed meanwhile (cancelled, paused, claimed again) is decided again from its
+        current state, exactly as ``complete``/``fail`` would. Returns, per outcome, the
+        task's new state or the ``LeaseLostError``/``TaskNotFoundError``/``InvalidTaskError``
+        that stopped it. Results must be serialisable (the worker checks them first).
+        """
+        now = utcnow()
+        planned = [
+            (rules.outcome(o.task, now, o.result, o.error, o.retry), o.task.revision)
+            for o in outcomes
+        ]
+        for new, revision in planned:
+            new.revision = revision + 1
+        written = await self._replace_many(planned) if planned else []
+        states: list[Task | OmniQError] = []
+        ended: list[str] = []
+        for o, (new, _), ok in zip(outcomes, planned, written, strict=True):
+            if not ok:
+                states.append(await self._report_again(o))
+                continue
+            states.append(new)
+            if rules.makes_ready(new):
+                self._notify()
+            if new.status.terminal:
+                ended.append(new.id)
+        await self._settle_dependents(ended)
+        return states
+
+    async def _report_again(self, o: Outcome) -> Task | OmniQError:
+        def change(task: Task, now: datetime) -> Task:
+            return rules.outcome(task, now, o.result, o.error, o.retry)
+
+        try:
+            return await self.finish(o.task.id, change, lease=o.task.lease)
+        except (LeaseLostError, TaskNotFoundError, InvalidTaskError) as exc:
+            return exc
 
     async def finish(
         self,
@@ -515,7 +566,7 @@ class BaseTaskQueue(ABC):
         raise BackendError(f"task {task_id} changed {_CAS_ATTEMPTS} times while being updated")
 
     async def _after(self, old: Task, new: Task) -> None:
-        if rules.ready_at(new) is not None and new.status is not TaskStatus.RUNNING:
+        if rules.makes_ready(new):
             self._notify()
         if new.status.terminal and not old.status.terminal:
             await self._settle_dependents([new.id])
@@ -565,6 +616,11 @@ class BaseTaskQueue(ABC):
     @abstractmethod
     async def _replace(self, task: Task, expected_revision: int) -> bool:
         """Write ``task`` whole if the stored revision is still ``expected_revision``."""
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        """``_replace`` for each (task, expected revision); backends that can write them in
+        one round trip override this."""
+        return [await self._replace(task, revision) for task, revision in changes]
 
     @abstractmethod
     async def _claim(

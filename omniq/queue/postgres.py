@@ -237,13 +237,6 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     async def _read(self, sql: str, *args: Any) -> list[Any]:
         return await self._fetch(sql, *args, idempotent=True)
 
-    # -- records ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _makes_ready(task: Task) -> bool:
-        # Work a waiting worker could take now or at a known time (running tasks are taken).
-        return rules.ready_at(task) is not None and task.status is not TaskStatus.RUNNING
-
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
@@ -298,10 +291,35 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
             "WHERE id = $11 AND revision = $12 RETURNING queue_name"
         )
         args: list[Any] = [*row_values(task), task.id, expected_revision]
-        if self._makes_ready(task):
+        if rules.makes_ready(task):
             update = f"WITH u AS ({update}) SELECT queue_name, pg_notify($13, queue_name) FROM u"
             args.append(self.channel)
         return len(await self._fetch(update, *args)) == 1
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        # One statement for the whole batch (a worker's group commit), fenced per row.
+        rows = [(t, row_values(t)) for t, _ in changes]
+        columns = [list(c) for c in zip(*(values for _, values in rows), strict=True)]
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_HOT_TYPES, 1))
+        sets = ", ".join(f"{c} = v.{c}" for c in WRITTEN)
+        n = len(WRITTEN)
+        written = await self._fetch(
+            f"""WITH v AS (
+                SELECT * FROM unnest({arrays}, ${n + 1}::text[], ${n + 2}::int8[])
+                    AS v({_HOT}, id, expected)
+            ), u AS (
+                UPDATE {self._t} AS t SET {sets} FROM v
+                WHERE t.id = v.id AND t.revision = v.expected
+                RETURNING t.id, t.queue_name, t.ready_at, t.status
+            ), woken AS (
+                SELECT pg_notify(${n + 3}, q.queue_name) FROM (SELECT DISTINCT queue_name FROM u
+                    WHERE ready_at IS NOT NULL AND status <> 'running') AS q
+            )
+            SELECT id, (SELECT count(*) FROM woken) FROM u""",
+            *columns, [t.id for t, _ in changes], [r for _, r in changes], self.channel,
+        )
+        done = {row[0] for row in written}
+        return [t.id in done for t, _ in changes]
 
     async def _claim(
         self,
