@@ -39,13 +39,12 @@ log = logging.getLogger("omniq.worker")
 class _Run:
     """A running task: its runner, the task as last seen in the store, its last heartbeat."""
 
-    __slots__ = ("extended", "reporting", "runner", "task")
+    __slots__ = ("extended", "runner", "task")
 
     def __init__(self, runner: asyncio.Task[None], task: Task, extended: float) -> None:
         self.runner = runner
         self.task = task
         self.extended = extended
-        self.reporting = False  # its outcome is being written: the monitor leaves it alone
 
 Hook = Callable[[Task], Awaitable[None] | None]
 EVENTS = ("started", "completed", "failed", "retried", "cancelled", "expired")
@@ -87,7 +86,10 @@ class WorkerPool:
         self.handle_signals = handle_signals
         self.counts: Counter[str] = Counter()
         self._hooks: dict[str, list[Hook]] = {event: [] for event in EVENTS}
+        # Tasks whose function is running (they hold the concurrency slots), and every runner
+        # including those waiting for their outcome to be written.
         self._running: dict[str, _Run] = {}
+        self._runners: set[asyncio.Task[None]] = set()
         self._is_async: dict[Callable[..., Any], bool] = {}
         self._outcomes = OutcomeWriter(queue)
         self._ended_elsewhere: set[str] = set()
@@ -155,9 +157,10 @@ class WorkerPool:
                 claimed = await self._claim_some()
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
+                        self._changed.clear()  # set again when a slot frees
                         await self._wait(self._changed.wait())
                     continue
-                if burst and not self._running and await self._drained():
+                if burst and not self._runners and await self._drained():
                     return
                 await self._idle(since)
                 backoff = 0.1
@@ -215,10 +218,12 @@ class WorkerPool:
     def _start(self, task: Task) -> None:
         runner = asyncio.create_task(self._execute(task), name=f"omniq-task-{task.id}")
         self._running[task.id] = _Run(runner, task, time.monotonic())
+        self._runners.add(runner)
         runner.add_done_callback(functools.partial(self._finished, task.id))
 
-    def _finished(self, task_id: str, _: object) -> None:
+    def _finished(self, task_id: str, runner: asyncio.Task[None]) -> None:
         self._running.pop(task_id, None)
+        self._runners.discard(runner)
         self._changed.set()
 
     async def _execute(self, task: Task) -> None:
@@ -288,9 +293,10 @@ class WorkerPool:
         self, task_id: str, *, result: Any = None, error: str | None = None, retry: bool = True
     ) -> None:
         """Persist the outcome (batched with other runners'), then tell the hooks."""
-        run = self._running[task_id]
-        run.reporting = True
-        claimed = run.task  # as of the claim or the latest heartbeat
+        # The slot frees now, so the next claim overlaps this write; the monitor no longer
+        # heartbeats the task (its lease holds for the write's retries).
+        claimed = self._running.pop(task_id).task  # as of the claim or the latest heartbeat
+        self._changed.set()
         try:
             state = await self._outcomes.write(Outcome(claimed, result, error, retry))
         except BackendError as exc:
@@ -330,9 +336,9 @@ class WorkerPool:
         current = await self.queue.get_tasks(list(running))
         due = time.monotonic() - self.queue.lease_timeout / 3
         for task_id, run in running.items():
+            if task_id not in self._running:
+                continue  # it finished meanwhile: its outcome is being written
             now = current.get(task_id)
-            if run.reporting:
-                continue
             if now is None or now.status is not TaskStatus.RUNNING or now.lease != run.task.lease:
                 self._ended_elsewhere.add(task_id)
                 run.runner.cancel()
@@ -351,9 +357,9 @@ class WorkerPool:
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        if not self._running:
+        if not self._runners:
             return
-        runners = [run.runner for run in self._running.values()]
+        runners = list(self._runners)
         # asyncio.wait never cancels what it waits on, so dropping these leaves runners alone.
         finished = asyncio.ensure_future(asyncio.wait(runners))
         hurry = asyncio.ensure_future(self._hurry.wait())
