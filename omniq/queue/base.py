@@ -7,12 +7,13 @@ every rule about what a task's next state is lives here and in ``rules``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self
@@ -39,6 +40,8 @@ from omniq.serialization import encode
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,47}$")
 TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 _CAS_ATTEMPTS = 100
+#: get_result re-reads a task at least this often (first, most), in case a wake-up was lost.
+RESULT_POLL = (0.005, 0.1)
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -77,6 +80,18 @@ class Claim(msgspec.Struct):
     expired: list[Task]
 
 
+async def until_changed(read: Callable[[], Awaitable[object]], ceiling: float) -> None:
+    """Poll ``read()`` until its value changes: quickly at first (work often follows work),
+    backing off to every ``ceiling`` seconds while nothing happens."""
+    start = await read()
+    pause = min(0.001, ceiling)
+    while True:
+        await asyncio.sleep(pause)
+        if await read() != start:
+            return
+        pause = min(pause * 2, ceiling)
+
+
 def utcnow() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(UTC)
@@ -107,6 +122,7 @@ class BaseTaskQueue(ABC):
         self._connected = False
         self._generation = 0
         self._waiters: set[asyncio.Future[None]] = set()
+        self._end_waiters: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()}, namespace={self.namespace!r})"
@@ -283,6 +299,8 @@ class BaseTaskQueue(ABC):
                 self._notify()
             if new.status.terminal:
                 ended.append(new.id)
+        if ended:
+            self._task_ended()
         await self._settle_dependents(ended)
         return states
 
@@ -349,22 +367,24 @@ class BaseTaskQueue(ABC):
     async def get_result(self, task_id: str, timeout: float | None = None) -> Any:
         """Wait for the task to end; its result, or the error its end state stands for."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
+        pause = RESULT_POLL[0]  # a fallback: ends normally wake the wait at once
         while True:
-            task = await self._require(task_id)
-            if task.status is TaskStatus.COMPLETED:
-                return task.result
-            if task.status is TaskStatus.FAILED:
-                raise TaskFailedError(task_id, task.error)
-            if task.status is TaskStatus.CANCELLED:
-                raise TaskCancelledError(task_id, task.error)
-            if task.status is TaskStatus.EXPIRED:
-                raise TaskExpiredError(task_id, task.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            await self._wait_changed(wait)
-            pause = min(pause * 2, 0.1)
+            # Armed before the read, so a task ending while it is read is not slept through.
+            async with self._watching_ends() as ended:
+                task = await self._require(task_id)
+                if task.status is TaskStatus.COMPLETED:
+                    return task.result
+                if task.status is TaskStatus.FAILED:
+                    raise TaskFailedError(task_id, task.error)
+                if task.status is TaskStatus.CANCELLED:
+                    raise TaskCancelledError(task_id, task.error)
+                if task.status is TaskStatus.EXPIRED:
+                    raise TaskExpiredError(task_id, task.error)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+                await ended(pause if left is None else min(pause, left))
+            pause = min(pause * 2, RESULT_POLL[1])
 
     async def list_tasks(
         self,
@@ -522,14 +542,40 @@ class BaseTaskQueue(ABC):
                 waiter.set_result(None)
         self._waiters.clear()
 
+    def _task_ended(self) -> None:
+        """A task reached a terminal state here: wake this process's ``get_result`` calls."""
+        for waiter in self._end_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._end_waiters.clear()
+
     async def _remote_change(self, queue_names: list[str]) -> None:
-        """Return when another process may have made work ready; backends with notifications
-        override this. The default never returns (workers wake at the next due time)."""
+        """Return when another process may have made work ready in ``queue_names``, or, with
+        no names, may have ended a task; backends with notifications override this. The
+        default never returns (workers wake at the next due time, results are polled)."""
         await asyncio.Event().wait()
 
-    async def _wait_changed(self, timeout: float) -> None:
-        """Wait for any change to tasks, at most ``timeout`` (used by get_result)."""
-        await self.wait_for_work((), timeout)
+    @contextlib.asynccontextmanager
+    async def _watching_ends(self) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """Listen for tasks ending (here or elsewhere) from now on; yields ``wait(timeout)``,
+        which returns once one may have ended since, or after ``timeout``."""
+        local: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._end_waiters.add(local)
+        remote = asyncio.ensure_future(self._remote_change([]))
+
+        async def wait(timeout: float) -> None:
+            await asyncio.wait({local, remote}, timeout=max(timeout, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if remote.done() and not remote.cancelled() and remote.exception():
+                raise BackendError(f"waiting for results failed: {remote.exception()}")
+
+        try:
+            yield wait
+        finally:
+            self._end_waiters.discard(local)
+            remote.cancel()
+            if remote.done() and not remote.cancelled():
+                remote.exception()  # seen (or irrelevant: the caller had its answer)
 
     # -- shared machinery -------------------------------------------------------------------
 
@@ -569,6 +615,7 @@ class BaseTaskQueue(ABC):
         if rules.makes_ready(new):
             self._notify()
         if new.status.terminal and not old.status.terminal:
+            self._task_ended()
             await self._settle_dependents([new.id])
 
     async def _settle_dependents(self, task_ids: Sequence[str]) -> None:

@@ -18,7 +18,8 @@ namespace's keys in one slot so a script may touch them together):
   (without reading the tasks), at most ``_PROMOTE`` per claim.
 - ``P s:<queue>:<status>``: zset id -> seq, for stats and listing in enqueue order.
 - ``P dependents:<id>`` (set), ``P queues`` (set), ``P paused`` (set), ``P seq``, ``P meta``.
-- Channel ``P wake``: write scripts publish the queue name when they make work ready.
+- Channel ``P wake``: write scripts publish the queue name when they make work ready, and ""
+  once per script when tasks ended (``get_result`` waits for that).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ for i = 3, #ARGV, 4 do
     -- Ending now: hand back its dependents, which the caller settles next (saves a round
     -- trip, and is exact: a dependent enqueued later reads this task as ended).
     local r = {1}
+    if TERMINAL[f[2]] then wake[''] = true end  -- "a task ended", for get_result
     if TERMINAL[f[2]] and not TERMINAL[t[2]] then
       r[1] = 2
       for _, m in ipairs(redis.call('SMEMBERS', P .. 'dependents:' .. id)) do r[#r + 1] = m end
@@ -551,11 +553,8 @@ class RedisTaskQueue(BaseTaskQueue):
     # -- wake-ups ---------------------------------------------------------------------------
 
     async def _remote_change(self, queue_names: list[str]) -> None:
-        if not queue_names:
-            # Wake-ups announce ready work in named queues; get_result polls instead, so a
-            # producer waiting for results needs no subscription.
-            await asyncio.Event().wait()
-            return
+        # Wake-ups carry a queue name that has ready work, or "" when tasks ended.
+        queue_names = queue_names or [""]
         if self._listener is None or self._listener.done():
             # Subscribing outlives a caller that gives up waiting, so short waits still get
             # the subscription made.
