@@ -2,17 +2,16 @@
 
 The first outcome is written at once; outcomes that arrive while a write is in flight go into
 the next write. An idle worker therefore adds no delay, and a busy one writes hundreds of
-outcomes per round trip. Nothing is acknowledged early: each runner waits until its own
-outcome is stored.
+outcomes per round trip. Nothing is reported early: each outcome's callback runs once the
+write that carried it is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from omniq.exceptions import BackendError, OmniQError
 from omniq.models.task import Task
@@ -24,51 +23,54 @@ log = logging.getLogger("omniq.worker")
 MAX_BATCH = 500
 _MAX_BACKOFF = 5.0
 
+#: Called with the task's new state, the error that stopped the write (``LeaseLostError``,
+#: ``TaskNotFoundError``, ...), or the ``BackendError`` of a backend that stayed unavailable.
+Recorded = Callable[[Task | OmniQError], None]
+
 
 class OutcomeWriter:
-    """Writes outcomes for one worker through ``queue.report`` in batches.
+    """Writes one worker's outcomes through ``queue.report`` in batches.
 
     A batch the backend refuses (it is down) is retried with backoff for as long as the
-    claims' leases could still hold; after that it fails with ``BackendError`` and the tasks
-    run again elsewhere once their leases expire (at-least-once).
+    claims' leases could still hold; after that its callbacks get the ``BackendError`` and the
+    tasks run again elsewhere once their leases expire (at-least-once).
     """
 
     def __init__(self, queue: BaseTaskQueue) -> None:
         self.queue = queue
-        self._pending: list[tuple[Outcome, asyncio.Future[Task | OmniQError]]] = []
+        self._pending: list[tuple[Outcome, Recorded]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def write(self, outcome: Outcome) -> Task | OmniQError:
-        """Store ``outcome``; the task's new state, or the error that stopped the write
-        (``LeaseLostError``, ``TaskNotFoundError``, ...). Raises ``BackendError`` when the
-        backend stayed unavailable."""
-        future: asyncio.Future[Task | OmniQError] = asyncio.get_running_loop().create_future()
-        self._pending.append((outcome, future))
+    @property
+    def busy(self) -> bool:
+        """True while outcomes are waiting or being written."""
+        return self._writer is not None
+
+    def submit(self, outcome: Outcome, recorded: Recorded) -> None:
+        """Queue ``outcome`` for the next write; ``recorded`` is called once it is done."""
+        self._pending.append((outcome, recorded))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name="omniq-outcomes")
-        # Shielded: a runner cancelled while waiting (shutdown) must not drop the write.
-        return await asyncio.shield(future)
 
     async def flush(self) -> None:
-        """Wait until every outcome handed over so far is written (or has failed)."""
+        """Wait until every outcome submitted so far is written (or has failed)."""
         while self._writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._writer)
+            await asyncio.wait([self._writer])
 
     async def _drain(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                outcomes = [outcome for outcome, _ in batch]
                 try:
-                    states = await self._persist([outcome for outcome, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), state in zip(batch, states, strict=True):
-                    if not future.done():
-                        future.set_result(state)
+                    states = await self._persist(outcomes)
+                except BackendError as exc:
+                    states = [exc] * len(batch)
+                for (outcome, recorded), state in zip(batch, states, strict=True):
+                    try:
+                        recorded(state)
+                    except Exception:  # a callback's bug must not stop the other outcomes
+                        log.exception("after recording task %s", outcome.task.id)
         finally:
             self._writer = None
 

@@ -137,6 +137,7 @@ class WorkerPool:
         finally:
             await self._shutdown()
             await self._outcomes.flush()
+            await asyncio.gather(*self._runners, return_exceptions=True)  # hooks after writes
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
@@ -160,7 +161,8 @@ class WorkerPool:
                         self._changed.clear()  # set again when a slot frees
                         await self._wait(self._changed.wait())
                     continue
-                if burst and not self._runners and await self._drained():
+                if burst and not self._runners and not self._outcomes.busy \
+                        and await self._drained():
                     return
                 await self._idle(since)
                 backoff = 0.1
@@ -234,7 +236,7 @@ class WorkerPool:
         try:
             func = self._allowlist.resolve(task.func)
         except TaskNotAllowedError as exc:
-            await self._report(task.id, error=f"TaskNotAllowedError: {exc}", retry=False)
+            self._report(task.id, error=f"TaskNotAllowedError: {exc}", retry=False)
             return
         try:
             result = await self._call(func, task)
@@ -243,11 +245,11 @@ class WorkerPool:
             await self._interrupted(task)
             return
         except SerializationError as exc:
-            await self._report(task.id, error=f"SerializationError: {exc}", retry=False)
+            self._report(task.id, error=f"SerializationError: {exc}", retry=False)
         except Exception as exc:
-            await self._report(task.id, error=f"{type(exc).__name__}: {exc}")
+            self._report(task.id, error=f"{type(exc).__name__}: {exc}")
         else:
-            await self._report(task.id, result=result)
+            self._report(task.id, result=result)
 
     async def _call(self, func: Callable[..., Any], task: Task) -> Any:
         if task.timeout is None:
@@ -289,29 +291,37 @@ class WorkerPool:
             return
         raise asyncio.CancelledError
 
-    async def _report(
+    def _report(
         self, task_id: str, *, result: Any = None, error: str | None = None, retry: bool = True
     ) -> None:
-        """Persist the outcome (batched with other runners'), then tell the hooks."""
-        # The slot frees now, so the next claim overlaps this write; the monitor no longer
-        # heartbeats the task (its lease holds for the write's retries).
+        """Hand the outcome to the group commit. The slot frees now, so the next claim
+        overlaps the write; the monitor no longer heartbeats the task (its lease covers the
+        write's retries). Counts and hooks follow once it is stored."""
         claimed = self._running.pop(task_id).task  # as of the claim or the latest heartbeat
         self._changed.set()
-        try:
-            state = await self._outcomes.write(Outcome(claimed, result, error, retry))
-        except BackendError as exc:
-            log.error("task %s: outcome lost, backend unavailable: %s", task_id, exc)
+        done = functools.partial(self._recorded, claimed, error is None)
+        self._outcomes.submit(Outcome(claimed, result, error, retry), done)
+
+    def _recorded(self, claimed: Task, success: bool, state: Task | OmniQError) -> None:
+        self._changed.set()  # a burst worker may be waiting for its last outcomes
+        if isinstance(state, BackendError):
+            log.error("task %s: outcome lost, backend unavailable: %s", claimed.id, state)
             return
         if isinstance(state, OmniQError):
-            log.warning("task %s: outcome not recorded: %s", task_id, state)
+            log.warning("task %s: outcome not recorded: %s", claimed.id, state)
             return
-        if error is None:
+        if success:
             event = "completed"
         else:
             event = "retried" if state.status is TaskStatus.RETRYING else "failed"
         self.counts[event] += 1
         if self._hooks[event]:
-            await self._emit(event, claimed if event == "completed" else state)
+            self._track(asyncio.create_task(self._emit(event, claimed if success else state)))
+
+    def _track(self, runner: asyncio.Task[None]) -> None:
+        # Kept referenced (so not garbage-collected) and awaited by burst runs and shutdown.
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
 
     # -- leases and cancellation ------------------------------------------------------------
 

@@ -85,6 +85,8 @@ def _check_seconds(field: str, value: object, *, allow_zero: bool) -> None:
 
 
 def _check_count(field: str, value: object, low: int, high: int) -> None:
+    if type(value) is int and low <= value <= high:
+        return  # the common case, decided without the checks below
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidTaskError(f"{field} must be an integer in [{low}, {high}], not {value!r}")
 
@@ -167,7 +169,8 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
                 _check_seconds(field, getattr(self, field), allow_zero=False)
         if not isinstance(self.depends_on, list):
             raise InvalidTaskError("depends_on must be a list of task ids")
-        self.depends_on = list(dict.fromkeys(check_id(dep) for dep in self.depends_on))
+        if self.depends_on:
+            self.depends_on = list(dict.fromkeys(check_id(dep) for dep in self.depends_on))
         if self.id in self.depends_on:
             raise InvalidTaskError(f"task {self.id} cannot depend on itself")
         if self.schedule is not None and not isinstance(self.schedule, Schedule):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import re
 import time
@@ -173,6 +174,22 @@ class BaseTaskQueue(ABC):
             batch.setdefault(task.id, self._checked(task))
         if not batch:
             return []
+        if any(t.depends_on for t in batch.values()):
+            await self._check_dependencies(batch)
+        records = [
+            rules.initial(t, now, waiting=bool(t.depends_on)) for t in batch.values()
+        ]
+        inserted = await self._insert(records)
+        self._notify()
+        # Write, then re-check: a dependency that finished before this insert was visible
+        # could not see its dependent, so the dependent looks at its dependencies itself.
+        waiting = [r.id for r, new in zip(records, inserted, strict=True)
+                   if new and r.status is TaskStatus.WAITING]
+        if waiting:
+            await self._settle_waiting(waiting)
+        return list(batch)
+
+    async def _check_dependencies(self, batch: dict[str, Task]) -> None:
         cycle = find_cycle({t.id: t.depends_on for t in batch.values()})
         if cycle:
             raise DependencyError(f"dependency cycle: {' -> '.join(cycle)}")
@@ -181,27 +198,18 @@ class BaseTaskQueue(ABC):
         missing = sorted(outside - known.keys())
         if missing:
             raise DependencyError(f"unknown dependencies: {', '.join(missing)}")
-        records = [
-            rules.initial(t, now, waiting=bool(t.depends_on)) for t in batch.values()
-        ]
-        inserted = await self._insert(records)
-        self._notify()
-        # Write, then re-check: a dependency that finished before this insert was visible
-        # could not see its dependent, so the dependent looks at its dependencies itself.
-        await self._settle_waiting([
-            r.id for r, new in zip(records, inserted, strict=True)
-            if new and r.status is TaskStatus.WAITING
-        ])
-        return list(batch)
 
     def _checked(self, task: Task) -> Task:
-        task._validate()
+        task._validate()  # again: the caller may have changed it since it was built
         if callable(task.func):
             try:
-                task = msgspec.structs.replace(task, func=task.func_ref)
+                ref = task.func_ref
             except SerializationError:
                 if not self.keeps_callables:
                     raise  # lambdas and nested functions cannot leave the process
+            else:
+                task = copy.copy(task)  # the caller's Task stays as it was; no re-validation
+                task.func = ref
         payload = encode((task.args, task.kwargs), what=f"arguments of task {task.id}")
         if len(payload) > self.max_payload:
             raise InvalidTaskError(
