@@ -13,13 +13,15 @@ from typing import Any
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue, until_changed
-from omniq.queue.columns import READ, row_values, task_from_row
+from omniq.queue.columns import READ, WRITTEN, row_values, task_from_row
 from omniq.queue.url import import_driver
 
 aiosqlite = import_driver("aiosqlite")
 
 SCHEMA_VERSION = 1
 _CHUNK = 500
+# Rows per multi-row statement (SQLite allows 32,766 bound values in one).
+_ROWS = 2000
 # At most how long an idle worker waits between checks whether another process wrote (a read
 # of shared memory); it checks far more often right after activity.
 _CHANGE_POLL = 0.05
@@ -71,6 +73,8 @@ class SQLiteTaskQueue(BaseTaskQueue):
     async def _open(self) -> None:
         # Checked first: aiosqlite's thread outlives a failed connect and reports to a loop
         # that may be gone by then.
+        if sqlite3.sqlite_version_info < (3, 35):  # UPDATE ... FROM and RETURNING
+            raise BackendError(f"SQLite 3.35 or newer is needed, not {sqlite3.sqlite_version}")
         folder = Path(self.database_path).parent
         if self.database_path != ":memory:" and not folder.is_dir():
             raise BackendError(f"cannot open {self.database_path}: no directory {folder}")
@@ -169,23 +173,32 @@ class SQLiteTaskQueue(BaseTaskQueue):
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
-        inserted = []
-        async with self._transaction() as db:
-            for task in tasks:
-                cursor = await db.execute(
-                    f"INSERT OR IGNORE INTO {self._t} (id, queue_name, status, priority, ready_at, "
-                    "revision, lease, worker_id, attempts, started_at, body) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (task.id, *row_values(task)),
-                )
-                new = cursor.rowcount == 1
-                inserted.append(new)
-                if new and task.depends_on:
-                    await db.executemany(
-                        f"INSERT OR IGNORE INTO {self._d} VALUES (?, ?)",
-                        [(dep, task.id) for dep in task.depends_on],
-                    )
-        return inserted
+        links = [(dep, t.id) for t in tasks for dep in t.depends_on]
+        chunks = [tasks[i : i + _ROWS] for i in range(0, len(tasks), _ROWS)]
+        columns = ", ".join(("id", *WRITTEN))
+        marks = f"({_marks(range(len(WRITTEN) + 1))})"
+        inserted: set[str] = set()
+
+        async def insert(db: Any, chunk: list[Task]) -> None:
+            rows = await db.execute_fetchall(
+                f"INSERT INTO {self._t} ({columns}) VALUES {', '.join([marks] * len(chunk))} "
+                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                [v for t in chunk for v in (t.id, *row_values(t))],
+            )
+            inserted.update(row[0] for row in rows)
+
+        if len(chunks) == 1 and not links:
+            async with self._conn() as db:  # one statement: atomic by itself
+                await insert(db, chunks[0])
+        else:
+            async with self._transaction() as db:
+                for chunk in chunks:
+                    await insert(db, chunk)
+                new_links = [link for link in links if link[1] in inserted]
+                if new_links:
+                    await db.executemany(f"INSERT OR IGNORE INTO {self._d} VALUES (?, ?)",
+                                         new_links)
+        return [t.id in inserted for t in tasks]
 
     async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
         found: dict[str, Task] = {}
@@ -197,14 +210,26 @@ class SQLiteTaskQueue(BaseTaskQueue):
         return found
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
-        async with self._conn() as db:
-            cursor = await db.execute(
-                f"UPDATE {self._t} SET queue_name=?, status=?, priority=?, ready_at=?, "
-                "revision=?, lease=?, worker_id=?, attempts=?, started_at=?, body=? "
-                "WHERE id = ? AND revision = ?",
-                (*row_values(task), task.id, expected_revision),
-            )
-            return bool(cursor.rowcount == 1)
+        return (await self._replace_many([(task, expected_revision)]))[0]
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        # One statement per chunk of rows, each fenced by its expected revision.
+        sets = ", ".join(f"{c} = v.c{i}" for i, c in enumerate(WRITTEN))
+        names = ", ".join(f"c{i}" for i in range(len(WRITTEN)))
+        marks = f"({_marks(range(len(WRITTEN) + 2))})"
+        written: set[str] = set()
+        chunks = [changes[i : i + _ROWS] for i in range(0, len(changes), _ROWS)]
+        async with self._transaction() if len(chunks) > 1 else self._conn() as db:
+            for chunk in chunks:
+                rows = await db.execute_fetchall(
+                    f"WITH v(id, expected, {names}) AS (VALUES "
+                    f"{', '.join([marks] * len(chunk))}) "
+                    f"UPDATE {self._t} AS t SET {sets} FROM v "
+                    "WHERE t.id = v.id AND t.revision = v.expected RETURNING id",
+                    [x for task, rev in chunk for x in (task.id, rev, *row_values(task))],
+                )
+                written.update(row[0] for row in rows)
+        return [task.id in written for task, _ in changes]
 
     async def _claim(
         self,
@@ -215,21 +240,25 @@ class SQLiteTaskQueue(BaseTaskQueue):
         lease: str,
         lease_expires: float,
     ) -> list[Task]:
-        async with self._transaction() as db:
-            picked = [row[0] for row in await db.execute_fetchall(
-                f"SELECT seq FROM {self._t} WHERE queue_name = ? AND ready_at IS NOT NULL "
-                f"AND ready_at <= ? AND NOT EXISTS (SELECT 1 FROM {self._q} "
-                "WHERE name = ? AND paused = 1) ORDER BY priority DESC, ready_at, seq LIMIT ?",
-                (queue_name, now, queue_name, limit),
-            )]
-            if not picked:
-                return []
-            rows = await db.execute_fetchall(
-                f"UPDATE {self._t} SET status = 'running', lease = ?, worker_id = ?, "
-                "attempts = attempts + 1, started_at = ?, ready_at = ?, revision = revision + 1 "
-                f"WHERE seq IN ({_marks(picked)}) RETURNING {READ}",
-                (lease, worker_id, now, lease_expires, *picked),
-            )
+        # Pick, then take what is still due: the UPDATE re-checks readiness and the pause,
+        # so a task another process took in between is skipped (a claim may come back short
+        # under contention) and no task is ever taken twice. Two statements, no lock held
+        # between them.
+        paused = f"NOT EXISTS (SELECT 1 FROM {self._q} WHERE name = ? AND paused = 1)"
+        picked = [row[0] for row in await self._rows(
+            f"SELECT seq FROM {self._t} WHERE queue_name = ? AND ready_at IS NOT NULL "
+            f"AND ready_at <= ? AND {paused} ORDER BY priority DESC, ready_at, seq LIMIT ?",
+            (queue_name, now, queue_name, limit),
+        )]
+        if not picked:
+            return []
+        rows = await self._rows(
+            f"UPDATE {self._t} SET status = 'running', lease = ?, worker_id = ?, "
+            "attempts = attempts + 1, started_at = ?, ready_at = ?, revision = revision + 1 "
+            f"WHERE seq IN ({_marks(picked)}) AND ready_at IS NOT NULL AND ready_at <= ? "
+            f"AND {paused} RETURNING {READ}",
+            (lease, worker_id, now, lease_expires, *picked, now, queue_name),
+        )
         order = {seq: i for i, seq in enumerate(picked)}
         return [task_from_row(r) for r in sorted(rows, key=lambda r: order[r[0]])]
 
