@@ -1,7 +1,7 @@
 """OmniQ inside a FastAPI app: the lifespan opens the queue, one endpoint enqueues a task and
 another waits for its result.
 
-Run it from the repository root (``pip install -e '.[sqlite]' fastapi uvicorn`` first)::
+Run it from the repository root (``pip install -e '.[sqlite,examples]'`` first)::
 
     uvicorn examples.fastapi_app:app                                  # http://127.0.0.1:8000
     omniq worker --import examples.fastapi_app --queue invoices       # in another shell
