@@ -45,3 +45,12 @@ async def heartbeat() -> str:
 async def build_report(count: int) -> str:
     """Runs only after the thumbnails it depends on completed."""
     return f"report over {count} thumbnails"
+
+
+@omniq.task(queue_name="payments", max_retries=1, retry_delay=0.1)
+async def charge_card(order: str, cents: int) -> str:
+    """Declines amounts over 1,000.00 (so the dashboard screenshots show failures)."""
+    await asyncio.sleep(0.01)
+    if cents > 100_000:
+        raise ValueError(f"card declined for order {order}: {cents / 100:.2f} is over the limit")
+    return f"charged {cents / 100:.2f} for {order}"

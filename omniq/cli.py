@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from omniq.exceptions import InvalidTaskError, OmniQError
+from omniq.formatting import func_name as _func
+from omniq.formatting import schedule_text as _schedule
+from omniq.formatting import short as _short
+from omniq.formatting import utc_text as _time
+from omniq.formatting import when as _when
 from omniq.models.schedule import Schedule, as_utc
 from omniq.models.task import Task, TaskStatus, check_id, check_queue_name
 from omniq.queue.base import BaseTaskQueue, QueueStats
@@ -39,8 +44,6 @@ Command = Callable[[argparse.Namespace, BaseTaskQueue], Awaitable[int]]
 
 DEFAULT_BACKEND = "sqlite:///omniq.db"
 log = logging.getLogger("omniq.cli")
-# `stats` finds queue names among this many tasks; queues beyond it are summed as one row.
-_SCAN = 10_000
 _PROGRESS_EVERY = 0.5
 
 
@@ -258,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("queue", type=queue_name, metavar="QUEUE")
     purge.add_argument("--status", dest="statuses", action="append", type=_checked(_status),
                        metavar="STATUS", help="delete tasks in this status (repeatable)")
+
+    dashboard = add("dashboard", _dashboard, "serve the web dashboard (needs omniq[dashboard])")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=_count(0), default=8080, help="(default: 8080)")
+    dashboard.add_argument("--token", default=argparse.SUPPRESS,
+                           help="require this token on every page (default: "
+                                "$OMNIQ_DASHBOARD_TOKEN; none: no login)")
+    dashboard.add_argument("--allowed-host", dest="allowed_hosts", action="append",
+                           metavar="NAME", help="Host header to accept, e.g. behind a proxy "
+                                                "(repeatable; default: loopback names when "
+                                                "listening on loopback, else any)")
+    dashboard.add_argument("--refresh", type=_checked(_seconds), default=10.0, metavar="S",
+                           help="reload the queues page every S seconds (0: never; default: 10)")
     return parser
 
 
@@ -386,22 +403,9 @@ async def _result(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
 
 
 async def _stats(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
-    rows: dict[str, QueueStats] = {}
-    if args.queues:
-        for name in dict.fromkeys(args.queues):
-            rows[name] = await queue.stats(name)
-        total = _sum(rows.values())
-    else:
-        seen = await queue.list_tasks(limit=_SCAN)
-        for name in sorted({t.queue_name for t in seen}):
-            rows[name] = await queue.stats(name)
-        total = await queue.stats()
-        if len(seen) == _SCAN:  # names beyond the scan: what the named rows miss
-            rest = _sum(rows.values())
-            rows["(other queues)"] = QueueStats(**{
-                s.value: max(0, getattr(total, s.value) - getattr(rest, s.value))
-                for s in TaskStatus
-            })
+    names = dict.fromkeys(args.queues) if args.queues else await queue.queue_names()
+    rows = {name: await queue.stats(name) for name in names}
+    total = _sum(rows.values()) if args.queues else await queue.stats()
     headers = ["QUEUE", *(s.value.upper() for s in TaskStatus), "PAUSED"]
     table = [_stats_row(name, stats) for name, stats in rows.items()]
     table.append(_stats_row("TOTAL", total))
@@ -446,6 +450,19 @@ async def _resume(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
 async def _purge(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
     deleted = await queue.purge(args.queue, args.statuses)
     print(f"purged {deleted} task(s) from queue {args.queue}")
+    return 0
+
+
+async def _dashboard(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
+    try:
+        from omniq.dashboard import serve
+    except ImportError as exc:
+        raise CommandError(str(exc)) from exc
+    if hasattr(args, "token") and not args.token.strip():
+        raise CommandError("--token must not be empty", 2)
+    token = getattr(args, "token", None) or os.environ.get("OMNIQ_DASHBOARD_TOKEN") or None
+    await serve(queue, args.host, args.port, token=token, allowed_hosts=args.allowed_hosts,
+                refresh=args.refresh)
     return 0
 
 
@@ -607,36 +624,3 @@ def _sum(items: Iterable[QueueStats]) -> QueueStats:
     items = list(items)
     counts = {s.value: sum(getattr(x, s.value) for x in items) for s in TaskStatus}
     return QueueStats(**counts, paused=any(x.paused for x in items))
-
-
-def _func(task: Task) -> str:
-    return task.func if isinstance(task.func, str) else getattr(task.func, "__qualname__", "?")
-
-
-def _when(task: Task) -> datetime | None:
-    if task.status.terminal:
-        return task.finished_at
-    return task.started_at if task.status is TaskStatus.RUNNING else task.run_at
-
-
-def _time(moment: datetime | None) -> str:
-    return "-" if moment is None else as_utc(moment).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _schedule(schedule: Schedule | None) -> str:
-    if schedule is None:
-        return "-"
-    if schedule.cron is not None:
-        text = f"cron {schedule.cron!r} ({schedule.tz})"
-    elif schedule.interval is not None:
-        step = schedule.interval
-        seconds = step.total_seconds() if isinstance(step, timedelta) else float(step)
-        text = f"every {seconds:g}s"
-    else:
-        text = f"once at {_time(schedule.run_at)}"
-    return text + (", paused" if schedule.paused else "")
-
-
-def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -171,6 +171,9 @@ def test_pause_resume_cancel_and_purge(cli: CLI) -> None:
     assert cli.ok("purge", "emails").strip() == "purged 1 task(s) from queue emails"
     assert cli.ok("purge", "default", "--status", "completed").strip().startswith("purged 1")
     assert stats(cli)["TOTAL"]["COMPLETED"] == "0"
+    # Rows are the queues with tasks, or paused: the emptied queue is gone, a paused one shows.
+    cli.ok("pause", "idle")
+    assert set(stats(cli)) == {"idle", "TOTAL"} and stats(cli)["idle"]["PAUSED"] == "yes"
 
 
 def test_bad_usage_exits_2_and_unknown_ids_exit_1_with_one_line(cli: CLI) -> None:

@@ -399,12 +399,26 @@ class BaseTaskQueue(ABC):
         queue_name: str | None = None,
         status: TaskStatus | str | None = None,
         limit: int = 100,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
-        """Tasks in enqueue order, optionally of one queue and one status."""
+        """Tasks in enqueue order (``newest_first``: the reverse), optionally of one queue and
+        one status; the first ``offset`` of them skipped, at most ``limit`` returned."""
         if queue_name is not None:
             check_queue_name(queue_name)
+        for name, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
         statuses = None if status is None else [TaskStatus(status)]
-        return await self._list(queue_name, statuses, limit)
+        if limit == 0:
+            return []
+        return await self._list(queue_name, statuses, limit, offset=offset,
+                                newest_first=newest_first)
+
+    async def queue_names(self) -> list[str]:
+        """Sorted names of the queues that hold at least one task or are paused."""
+        return sorted(await self._queue_names() | await self._paused_queues())
 
     async def stats(self, queue_name: str | None = None) -> QueueStats:
         """Counts per status; ``paused`` tells whether the queue (any queue, for all) is paused."""
@@ -708,9 +722,20 @@ class BaseTaskQueue(ABC):
 
     @abstractmethod
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
-        """Tasks in enqueue order, filtered; ``limit`` None means all."""
+        """Tasks in enqueue order (or its reverse), filtered, the first ``offset`` skipped;
+        ``limit`` None means all."""
+
+    @abstractmethod
+    async def _queue_names(self) -> set[str]:
+        """Names of the queues holding at least one task."""
 
     @abstractmethod
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:

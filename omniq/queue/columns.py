@@ -50,3 +50,14 @@ def task_from_row(row: Any) -> Task:
         started_at=rules.from_epoch(started),
         lease_expires_at=rules.from_epoch(ready) if status is TaskStatus.RUNNING else None,
     )
+
+
+def queue_names_sql(table: str) -> str:
+    """The distinct queue names of ``table`` by a loose index scan: one probe of the
+    ``queue_name`` index per queue, however many tasks there are."""
+    return f"""WITH RECURSIVE q(name) AS (
+        SELECT min(queue_name) FROM {table}
+        UNION ALL
+        SELECT (SELECT min(queue_name) FROM {table} WHERE queue_name > q.name)
+        FROM q WHERE q.name IS NOT NULL)
+    SELECT name FROM q WHERE name IS NOT NULL"""

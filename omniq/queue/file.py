@@ -606,18 +606,28 @@ class FileTaskQueue(BaseTaskQueue):
         return await self._io(dependents)
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         wanted = list(TaskStatus) if statuses is None else list(statuses)
 
         def listing() -> list[Task]:
             # Entry names start with the enqueue sequence number: sorting them is enqueue order.
+            # A task caught between two status folders has the same name in both: one entry.
             names = sorted(
-                name
-                for q in self._queues("state", queue_name)
-                for status in wanted
-                for name in self._store.names(f"state/{q}/{status.value}")
-            )
+                {
+                    name
+                    for q in self._queues("state", queue_name)
+                    for status in wanted
+                    for name in self._store.names(f"state/{q}/{status.value}")
+                },
+                reverse=newest_first,
+            )[offset:]
             found: dict[str, Task] = {}
             for name in names:
                 if limit is not None and len(found) >= limit:
@@ -643,6 +653,17 @@ class FileTaskQueue(BaseTaskQueue):
             return found
 
         return await self._io(counts)
+
+    async def _queue_names(self) -> set[str]:
+        def names() -> set[str]:
+            found = {
+                unquote(q)
+                for q in self._store.names("state")
+                if any(self._store.names(f"state/{q}/{s.value}") for s in TaskStatus)
+            }
+            return {n for n in found if _valid_queue(n)}
+
+        return await self._io(names)
 
     async def _set_paused(self, queue_name: str, paused: bool) -> None:
         def mark(ops: list[Op]) -> None:

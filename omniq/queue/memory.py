@@ -150,15 +150,25 @@ class MemoryTaskQueue(BaseTaskQueue):
         return {d for i in task_ids for d in self._dependents_of.get(i, ())}
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         found = [
             t for t in self._tasks.values()
             if (queue_name is None or t.queue_name == queue_name)
             and (statuses is None or t.status in statuses)
         ]
-        found.sort(key=lambda t: self._seq[t.id])
-        return [replace(t) for t in found[:limit]]
+        found.sort(key=lambda t: self._seq[t.id], reverse=newest_first)
+        end = None if limit is None else offset + limit
+        return [replace(t) for t in found[offset:end]]
+
+    async def _queue_names(self) -> set[str]:
+        return {t.queue_name for t in self._tasks.values()}
 
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
         counts: dict[TaskStatus, int] = defaultdict(int)

@@ -733,7 +733,13 @@ class NATSTaskQueue(BaseTaskQueue):
         return {kid for i in task_ids for kid in self._index.children.get(i, ())}
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         await self._sync()
         rows = self._index.rows
@@ -744,8 +750,16 @@ class NATSTaskQueue(BaseTaskQueue):
             and (statuses is None or status in statuses)
             for i in ids
         ]
-        chosen = sorted(found) if limit is None else heapq.nsmallest(limit, found)
+        if limit is None:
+            chosen = sorted(found, reverse=newest_first)[offset:]
+        else:
+            pick = heapq.nlargest if newest_first else heapq.nsmallest
+            chosen = pick(offset + limit, found)[offset:]
         return [_task(rows[i].head) for _, i in chosen]
+
+    async def _queue_names(self) -> set[str]:
+        await self._sync()
+        return {queue for (queue, _), ids in self._index.members.items() if ids}
 
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
         await self._sync()

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue
-from omniq.queue.columns import READ, WRITTEN, row_values, task_from_row
+from omniq.queue.columns import READ, WRITTEN, queue_names_sql, row_values, task_from_row
 from omniq.queue.url import import_driver, redact
 
 asyncpg = import_driver("asyncpg")
@@ -374,14 +374,26 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         return {row[0] for row in rows}
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
+        order = "DESC" if newest_first else "ASC"
         rows = await self._read(
             f"SELECT {READ} FROM {self._t} WHERE ($1::text IS NULL OR queue_name = $1) "
-            "AND ($2::text[] IS NULL OR status = ANY($2)) ORDER BY seq LIMIT $3",
-            queue_name, None if statuses is None else [s.value for s in statuses], limit,
+            f"AND ($2::text[] IS NULL OR status = ANY($2)) ORDER BY seq {order} "
+            "LIMIT $3 OFFSET $4",
+            queue_name, None if statuses is None else [s.value for s in statuses], limit, offset,
         )
         return [task_from_row(row) for row in rows]
+
+    async def _queue_names(self) -> set[str]:
+        rows = await self._read(queue_names_sql(self._t))
+        return {row[0] for row in rows}
 
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
         rows = await self._read(

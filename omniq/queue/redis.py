@@ -214,22 +214,26 @@ end
 return out
 """
 
-# ARGV: P limit nqueues queue... status...  (limit -1: all)
+# ARGV: P limit offset newest nqueues queue... status...  (limit -1: all; newest '1': reversed)
 _LIST = """
-local limit, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
-local stop = limit - 1
-if limit < 0 then stop = -1 end
+local limit, offset, newest, nq = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1',
+  tonumber(ARGV[5])
+local stop = -1
+if limit >= 0 then stop = offset + limit - 1 end
+local range = 'ZRANGE'
+if newest then range = 'ZREVRANGE' end
 local found = {}
-for _, q in ipairs(queues({unpack(ARGV, 4, 3 + nq)})) do
-  for i = 4 + nq, #ARGV do
-    local r = redis.call('ZRANGE', skey(q, ARGV[i]), 0, stop, 'WITHSCORES')
+for _, q in ipairs(queues({unpack(ARGV, 6, 5 + nq)})) do
+  for i = 6 + nq, #ARGV do
+    local r = redis.call(range, skey(q, ARGV[i]), 0, stop, 'WITHSCORES')
     for j = 1, #r, 2 do found[#found + 1] = {tonumber(r[j + 1]), r[j]} end
   end
 end
-table.sort(found, function(a, b) return a[1] < b[1] end)
+if newest then table.sort(found, function(a, b) return a[1] > b[1] end)
+else table.sort(found, function(a, b) return a[1] < b[1] end) end
 local out = {}
-for k = 1, #found do
-  if limit >= 0 and k > limit then break end
+for k = offset + 1, #found do
+  if limit >= 0 and k > offset + limit then break end
   out[#out + 1] = row(found[k][2])
 end
 return out
@@ -242,6 +246,20 @@ local out = {}
 for i, st in ipairs(statuses) do out[i] = 0 end
 for _, q in ipairs(queues({unpack(ARGV, 2)})) do
   for i, st in ipairs(statuses) do out[i] = out[i] + redis.call('ZCARD', skey(q, st)) end
+end
+return out
+""".replace("STATUSES", ", ".join(f"'{s.value}'" for s in TaskStatus))
+
+# ARGV: P  -> the queues holding at least one task (the queues set also keeps emptied ones)
+_NAMES = """
+local out = {}
+for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
+  for _, st in ipairs({STATUSES}) do
+    if redis.call('ZCARD', skey(q, st)) > 0 then
+      out[#out + 1] = q
+      break
+    end
+  end
 end
 return out
 """.replace("STATUSES", ", ".join(f"'{s.value}'" for s in TaskStatus))
@@ -259,7 +277,7 @@ return text
 
 _SCRIPTS = {
     "insert": _INSERT, "get": _GET, "replace": _REPLACE, "claim": _CLAIM, "extend": _EXTEND,
-    "delete": _DELETE, "list": _LIST, "counts": _COUNTS, "next": _NEXT,
+    "delete": _DELETE, "list": _LIST, "counts": _COUNTS, "next": _NEXT, "names": _NAMES,
 }
 
 
@@ -503,7 +521,13 @@ class RedisTaskQueue(BaseTaskQueue):
         return found
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         if limit is not None and limit <= 0:
             return []
@@ -512,8 +536,13 @@ class RedisTaskQueue(BaseTaskQueue):
         if not wanted:
             return []
         count = -1 if limit is None else limit
-        rows = await self._run("list", [count, len(names), *names, *wanted])
+        rows = await self._run(
+            "list", [count, offset, int(newest_first), len(names), *names, *wanted]
+        )
         return [self._task(row) for row in rows]
+
+    async def _queue_names(self) -> set[str]:
+        return {_text(name) for name in await self._run("names", [])}
 
     async def _counts(self, queue_name: str | None) -> dict[TaskStatus, int]:
         names = [] if queue_name is None else [queue_name]

@@ -13,7 +13,7 @@ from typing import Any
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue, until_changed
-from omniq.queue.columns import READ, WRITTEN, row_values, task_from_row
+from omniq.queue.columns import READ, WRITTEN, queue_names_sql, row_values, task_from_row
 from omniq.queue.url import import_driver
 
 aiosqlite = import_driver("aiosqlite")
@@ -292,14 +292,25 @@ class SQLiteTaskQueue(BaseTaskQueue):
         return found
 
     async def _list(
-        self, queue_name: str | None, statuses: Sequence[TaskStatus] | None, limit: int | None
+        self,
+        queue_name: str | None,
+        statuses: Sequence[TaskStatus] | None,
+        limit: int | None,
+        *,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         where, params = self._filter(queue_name, statuses)
+        order = "DESC" if newest_first else "ASC"
         rows = await self._rows(
-            f"SELECT {READ} FROM {self._t}{where} ORDER BY seq LIMIT ?",
-            [*params, -1 if limit is None else limit],
+            f"SELECT {READ} FROM {self._t}{where} ORDER BY seq {order} LIMIT ? OFFSET ?",
+            [*params, -1 if limit is None else limit, offset],
         )
         return [task_from_row(r) for r in rows]
+
+    async def _queue_names(self) -> set[str]:
+        rows = await self._rows(queue_names_sql(self._t))
+        return {r[0] for r in rows}
 
     @staticmethod
     def _filter(

@@ -91,9 +91,10 @@ def test_public_names() -> None:
 
 def test_import_omniq_loads_no_driver() -> None:
     code = (
-        "import sys, omniq, omniq.queue, omniq.worker; "
+        "import sys, omniq, omniq.queue, omniq.worker, omniq.cli; omniq.cli.build_parser(); "
         "omniq.connect('memory://'); "
-        "bad = [m for m in ('asyncpg', 'redis', 'nats', 'fsspec', 'aiosqlite') if m in sys.modules]; "
+        "bad = [m for m in ('asyncpg', 'redis', 'nats', 'fsspec', 'aiosqlite', 'omniq.dashboard', "
+        "'starlette', 'jinja2', 'uvicorn') if m in sys.modules]; "
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
