@@ -129,6 +129,7 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
     def __post_init__(self) -> None:
         if callable(self.func):
             self._apply_options(registry.options_of(self.func))
+            self.func = registry.unwrap(self.func)  # an @omniq.task object stores its function
             registry.allow(self.func)
         else:
             registry.check_reference(self.func)
