@@ -102,6 +102,7 @@ class TaskFields(TypedDict, total=False):
     schedule: Schedule | None
     depends_on: list[str]
     id: str
+    headers: dict[str, str]
 
 
 class TaskHandle(Generic[T_co]):
