@@ -18,19 +18,34 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from msgspec.structs import replace
+
 from omniq.exceptions import (
     BackendError,
     LeaseLostError,
+    OmniQError,
     SerializationError,
     TaskNotAllowedError,
     TaskNotFoundError,
 )
 from omniq.models.task import Task, TaskStatus, check_queue_name
-from omniq.queue.base import BaseTaskQueue
+from omniq.outcomes import OutcomeWriter
+from omniq.queue.base import BaseTaskQueue, Outcome
 from omniq.registry import Allowlist
 from omniq.serialization import encode
 
 log = logging.getLogger("omniq.worker")
+
+
+class _Run:
+    """A running task: its runner, the task as last seen in the store, its last heartbeat."""
+
+    __slots__ = ("extended", "runner", "task")
+
+    def __init__(self, runner: asyncio.Task[None], task: Task, extended: float) -> None:
+        self.runner = runner
+        self.task = task
+        self.extended = extended
 
 Hook = Callable[[Task], Awaitable[None] | None]
 #: Wraps one run of a task's function: ``await middleware(task, call_next)`` awaits
@@ -76,9 +91,13 @@ class WorkerPool:
         self.handle_signals = handle_signals
         self.counts: Counter[str] = Counter()
         self._hooks: dict[str, list[Hook]] = {event: [] for event in EVENTS}
+        # Tasks whose function is running (they hold the concurrency slots), and every runner
+        # including those waiting for their outcome to be written.
+        self._running: dict[str, _Run] = {}
+        self._runners: set[asyncio.Task[None]] = set()
+        self._is_async: dict[Callable[..., Any], bool] = {}
+        self._outcomes = OutcomeWriter(queue)
         self._run_middleware: list[RunMiddleware] = []
-        self._running: dict[str, tuple[asyncio.Task[None], Task]] = {}
-        self._extended: dict[str, float] = {}
         self._ended_elsewhere: set[str] = set()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
@@ -127,6 +146,7 @@ class WorkerPool:
             await self._claim_loop(burst)
         finally:
             await self._shutdown()
+            await self._outcomes.flush()
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
@@ -147,9 +167,10 @@ class WorkerPool:
                 claimed = await self._claim_some()
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
+                        self._changed.clear()  # set again when a slot frees
                         await self._wait(self._changed.wait())
                     continue
-                if burst and not self._running and await self._drained():
+                if burst and not self._runners and await self._drained():
                     return
                 await self._idle(since)
                 backoff = 0.1
@@ -206,23 +227,24 @@ class WorkerPool:
 
     def _start(self, task: Task) -> None:
         runner = asyncio.create_task(self._execute(task), name=f"omniq-task-{task.id}")
-        self._running[task.id] = (runner, task)
-        self._extended[task.id] = time.monotonic()
-        runner.add_done_callback(lambda _: self._finished(task.id))
+        self._running[task.id] = _Run(runner, task, time.monotonic())
+        self._runners.add(runner)
+        runner.add_done_callback(functools.partial(self._finished, task.id))
 
-    def _finished(self, task_id: str) -> None:
+    def _finished(self, task_id: str, runner: asyncio.Task[None]) -> None:
         self._running.pop(task_id, None)
-        self._extended.pop(task_id, None)
+        self._runners.discard(runner)
         self._changed.set()
 
     async def _execute(self, task: Task) -> None:
         self.counts["started"] += 1
-        await self._emit("started", task)
+        if self._hooks["started"]:
+            await self._emit("started", task)
         assert self._allowlist is not None
         try:
             func = self._allowlist.resolve(task.func)
         except TaskNotAllowedError as exc:
-            await self._report(task, error=f"TaskNotAllowedError: {exc}", retry=False)
+            await self._report(task.id, error=f"TaskNotAllowedError: {exc}", retry=False)
             return
         try:
             call = self._call_through_middleware if self._run_middleware else self._call
@@ -232,11 +254,11 @@ class WorkerPool:
             await self._interrupted(task)
             return
         except SerializationError as exc:
-            await self._report(task, error=f"SerializationError: {exc}", retry=False)
+            await self._report(task.id, error=f"SerializationError: {exc}", retry=False)
         except Exception as exc:
-            await self._report(task, error=f"{type(exc).__name__}: {exc}")
+            await self._report(task.id, error=f"{type(exc).__name__}: {exc}")
         else:
-            await self._report(task, result=result)
+            await self._report(task.id, result=result)
 
     async def _call_through_middleware(self, func: Callable[..., Any], task: Task) -> Any:
         call: Callable[[], Awaitable[Any]] = functools.partial(self._call, func, task)
@@ -245,24 +267,32 @@ class WorkerPool:
         return await call()
 
     async def _call(self, func: Callable[..., Any], task: Task) -> Any:
+        if task.timeout is None:
+            return await self._invoke(func, task)
         async with asyncio.timeout(task.timeout) as deadline:
             try:
-                if inspect.iscoroutinefunction(func):
-                    result = await func(*task.args, **task.kwargs)
-                else:
-                    loop = asyncio.get_running_loop()
-                    # In the thread, the loop's context variables (trace context) still hold.
-                    call = functools.partial(
-                        contextvars.copy_context().run, func, *task.args, **task.kwargs
-                    )
-                    result = await loop.run_in_executor(self._executor, call)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
+                return await self._invoke(func, task)
             except asyncio.CancelledError:
                 if deadline.expired():
                     raise TimeoutError(f"task exceeded its timeout of {task.timeout}s") from None
                 raise
+
+    async def _invoke(self, func: Callable[..., Any], task: Task) -> Any:
+        is_async = self._is_async.get(func)
+        if is_async is None:
+            is_async = self._is_async[func] = inspect.iscoroutinefunction(func)
+        if is_async:
+            result = await func(*task.args, **task.kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            # In the thread, the loop's context variables (trace context) still hold.
+            call = functools.partial(
+                contextvars.copy_context().run, func, *task.args, **task.kwargs
+            )
+            result = await loop.run_in_executor(self._executor, call)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     async def _interrupted(self, task: Task) -> None:
         if task.id in self._ended_elsewhere:
@@ -280,32 +310,28 @@ class WorkerPool:
         raise asyncio.CancelledError
 
     async def _report(
-        self, task: Task, *, result: Any = None, error: str | None = None, retry: bool = True
+        self, task_id: str, *, result: Any = None, error: str | None = None, retry: bool = True
     ) -> None:
-        """Persist the outcome; keep trying while the backend is down and the lease holds."""
-        delay = 0.1
-        deadline = time.monotonic() + self.queue.lease_timeout
-        while True:
-            try:
-                if error is None:
-                    await self.queue.complete(task.id, result, lease=task.lease)
-                    self.counts["completed"] += 1
-                    await self._emit("completed", task)
-                else:
-                    after = await self.queue.fail(task.id, error, lease=task.lease, retry=retry)
-                    event = "retried" if after.status is TaskStatus.RETRYING else "failed"
-                    self.counts[event] += 1
-                    await self._emit(event, after)
-                return
-            except (LeaseLostError, TaskNotFoundError) as exc:
-                log.warning("task %s: outcome not recorded: %s", task.id, exc)
-                return
-            except BackendError as exc:
-                if time.monotonic() > deadline:
-                    log.error("task %s: outcome lost, backend unavailable: %s", task.id, exc)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
+        """Persist the outcome (batched with other runners'), then tell the hooks."""
+        # The slot frees now, so the next claim overlaps this write; the monitor no longer
+        # heartbeats the task (its lease holds for the write's retries).
+        claimed = self._running.pop(task_id).task  # as of the claim or the latest heartbeat
+        self._changed.set()
+        try:
+            state = await self._outcomes.write(Outcome(claimed, result, error, retry))
+        except BackendError as exc:
+            log.error("task %s: outcome lost, backend unavailable: %s", task_id, exc)
+            return
+        if isinstance(state, OmniQError):
+            log.warning("task %s: outcome not recorded: %s", task_id, state)
+            return
+        if error is None:
+            event = "completed"
+        else:
+            event = "retried" if state.status is TaskStatus.RETRYING else "failed"
+        self.counts[event] += 1
+        if self._hooks[event]:
+            await self._emit(event, claimed if event == "completed" else state)
 
     # -- leases and cancellation ------------------------------------------------------------
 
@@ -329,25 +355,31 @@ class WorkerPool:
         running = dict(self._running)
         current = await self.queue.get_tasks(list(running))
         due = time.monotonic() - self.queue.lease_timeout / 3
-        for task_id, (runner, claimed) in running.items():
+        for task_id, run in running.items():
+            if task_id not in self._running:
+                continue  # it finished meanwhile: its outcome is being written
             now = current.get(task_id)
-            if now is None or now.status is not TaskStatus.RUNNING or now.lease != claimed.lease:
+            if now is None or now.status is not TaskStatus.RUNNING or now.lease != run.task.lease:
                 self._ended_elsewhere.add(task_id)
-                runner.cancel()
-            elif self._extended.get(task_id, 0.0) < due:
+                run.runner.cancel()
+                continue
+            run.task = now  # the outcome's write is fenced by the latest revision
+            if run.extended < due:
                 try:
-                    await self.queue.extend_lease(task_id, lease=claimed.lease)
-                    self._extended[task_id] = time.monotonic()
+                    await self.queue.extend_lease(task_id, lease=now.lease)
                 except (LeaseLostError, TaskNotFoundError):
                     self._ended_elsewhere.add(task_id)
-                    runner.cancel()
+                    run.runner.cancel()
+                else:
+                    run.extended = time.monotonic()
+                    run.task = replace(now, revision=now.revision + 1)
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        if not self._running:
+        if not self._runners:
             return
-        runners = [runner for runner, _ in self._running.values()]
+        runners = list(self._runners)
         # asyncio.wait never cancels what it waits on, so dropping these leaves runners alone.
         finished = asyncio.ensure_future(asyncio.wait(runners))
         hurry = asyncio.ensure_future(self._hurry.wait())

@@ -130,6 +130,11 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
     revision: int = 0
 
     def __post_init__(self) -> None:
+        # msgspec runs this on every decode and structs.replace too. A stored record (it has
+        # created_at) was validated when it was enqueued, and enqueue validates again whatever
+        # the caller passed, so re-checking on each state change would only cost time.
+        if self.created_at is not None:
+            return
         if callable(self.func):
             self._apply_options(registry.options_of(self.func))
             self.func = registry.unwrap(self.func)  # an @omniq.task object stores its function

@@ -7,15 +7,16 @@ every rule about what a task's next state is lives here and in ``rules``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import msgspec
 
@@ -25,6 +26,7 @@ from omniq.exceptions import (
     DependencyError,
     InvalidTaskError,
     LeaseLostError,
+    OmniQError,
     SerializationError,
     TaskCancelledError,
     TaskExpiredError,
@@ -45,6 +47,8 @@ EnqueueMiddleware = Callable[
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,47}$")
 TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 _CAS_ATTEMPTS = 100
+#: get_result re-reads a task at least this often (first, most), in case a wake-up was lost.
+RESULT_POLL = (0.005, 0.1)
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -67,11 +71,32 @@ class QueueStats(msgspec.Struct, kw_only=True):
         return sum(getattr(self, s.value) for s in TaskStatus)
 
 
+class Outcome(NamedTuple):
+    """What running one claimed task produced, for ``BaseTaskQueue.report``."""
+
+    task: Task  #: the task as claimed (its lease and revision fence the write)
+    result: Any = None
+    error: str | None = None  #: None for success
+    retry: bool = True  #: False: a failure that no retry can fix (e.g. not allowed)
+
+
 class Claim(msgspec.Struct):
     """What one claim produced: tasks to run, and tasks found past their ttl (now EXPIRED)."""
 
     runnable: list[Task]
     expired: list[Task]
+
+
+async def until_changed(read: Callable[[], Awaitable[object]], ceiling: float) -> None:
+    """Poll ``read()`` until its value changes: quickly at first (work often follows work),
+    backing off to every ``ceiling`` seconds while nothing happens."""
+    start = await read()
+    pause = min(0.001, ceiling)
+    while True:
+        await asyncio.sleep(pause)
+        if await read() != start:
+            return
+        pause = min(pause * 2, ceiling)
 
 
 def utcnow() -> datetime:
@@ -104,6 +129,7 @@ class BaseTaskQueue(ABC):
         self._connected = False
         self._generation = 0
         self._waiters: set[asyncio.Future[None]] = set()
+        self._end_waiters: set[asyncio.Future[None]] = set()
         self._enqueue_middleware: list[EnqueueMiddleware] = []
 
     def __repr__(self) -> str:
@@ -266,6 +292,49 @@ class BaseTaskQueue(ABC):
         """Hand a claim back unfinished (worker shutdown): PENDING again, no retry consumed."""
         await self.finish(task_id, lambda t, now: rules.released(t, now), lease=lease)
 
+    async def report(self, outcomes: Sequence[Outcome]) -> list[Task | OmniQError]:
+        """Record the outcomes of claimed tasks together (a worker's group commit).
+
+        Each write is fenced by the claimed task's lease and revision, so one batched
+        compare-and-set records every task nobody touched since its claim; a task that
+        changed meanwhile (cancelled, paused, claimed again) is decided again from its
+        current state, exactly as ``complete``/``fail`` would. Returns, per outcome, the
+        task's new state or the ``LeaseLostError``/``TaskNotFoundError``/``InvalidTaskError``
+        that stopped it. Results must be serialisable (the worker checks them first).
+        """
+        now = utcnow()
+        planned = [
+            (rules.outcome(o.task, now, o.result, o.error, o.retry), o.task.revision)
+            for o in outcomes
+        ]
+        for new, revision in planned:
+            new.revision = revision + 1
+        written = await self._replace_many(planned) if planned else []
+        states: list[Task | OmniQError] = []
+        ended: list[str] = []
+        for o, (new, _), ok in zip(outcomes, planned, written, strict=True):
+            if not ok:
+                states.append(await self._report_again(o))
+                continue
+            states.append(new)
+            if rules.makes_ready(new):
+                self._notify()
+            if new.status.terminal:
+                ended.append(new.id)
+        if ended:
+            self._task_ended()
+        await self._settle_dependents(ended)
+        return states
+
+    async def _report_again(self, o: Outcome) -> Task | OmniQError:
+        def change(task: Task, now: datetime) -> Task:
+            return rules.outcome(task, now, o.result, o.error, o.retry)
+
+        try:
+            return await self.finish(o.task.id, change, lease=o.task.lease)
+        except (LeaseLostError, TaskNotFoundError, InvalidTaskError) as exc:
+            return exc
+
     async def finish(
         self,
         task_id: str,
@@ -320,22 +389,24 @@ class BaseTaskQueue(ABC):
     async def get_result(self, task_id: str, timeout: float | None = None) -> Any:
         """Wait for the task to end; its result, or the error its end state stands for."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
+        pause = RESULT_POLL[0]  # a fallback: ends normally wake the wait at once
         while True:
-            task = await self._require(task_id)
-            if task.status is TaskStatus.COMPLETED:
-                return task.result
-            if task.status is TaskStatus.FAILED:
-                raise TaskFailedError(task_id, task.error)
-            if task.status is TaskStatus.CANCELLED:
-                raise TaskCancelledError(task_id, task.error)
-            if task.status is TaskStatus.EXPIRED:
-                raise TaskExpiredError(task_id, task.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            await self._wait_changed(wait)
-            pause = min(pause * 2, 0.1)
+            # Armed before the read, so a task ending while it is read is not slept through.
+            async with self._watching_ends() as ended:
+                task = await self._require(task_id)
+                if task.status is TaskStatus.COMPLETED:
+                    return task.result
+                if task.status is TaskStatus.FAILED:
+                    raise TaskFailedError(task_id, task.error)
+                if task.status is TaskStatus.CANCELLED:
+                    raise TaskCancelledError(task_id, task.error)
+                if task.status is TaskStatus.EXPIRED:
+                    raise TaskExpiredError(task_id, task.error)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+                await ended(pause if left is None else min(pause, left))
+            pause = min(pause * 2, RESULT_POLL[1])
 
     async def list_tasks(
         self,
@@ -493,14 +564,40 @@ class BaseTaskQueue(ABC):
                 waiter.set_result(None)
         self._waiters.clear()
 
+    def _task_ended(self) -> None:
+        """A task reached a terminal state here: wake this process's ``get_result`` calls."""
+        for waiter in self._end_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._end_waiters.clear()
+
     async def _remote_change(self, queue_names: list[str]) -> None:
-        """Return when another process may have made work ready; backends with notifications
-        override this. The default never returns (workers wake at the next due time)."""
+        """Return when another process may have made work ready in ``queue_names``, or, with
+        no names, may have ended a task; backends with notifications override this. The
+        default never returns (workers wake at the next due time, results are polled)."""
         await asyncio.Event().wait()
 
-    async def _wait_changed(self, timeout: float) -> None:
-        """Wait for any change to tasks, at most ``timeout`` (used by get_result)."""
-        await self.wait_for_work((), timeout)
+    @contextlib.asynccontextmanager
+    async def _watching_ends(self) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """Listen for tasks ending (here or elsewhere) from now on; yields ``wait(timeout)``,
+        which returns once one may have ended since, or after ``timeout``."""
+        local: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._end_waiters.add(local)
+        remote = asyncio.ensure_future(self._remote_change([]))
+
+        async def wait(timeout: float) -> None:
+            await asyncio.wait({local, remote}, timeout=max(timeout, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if remote.done() and not remote.cancelled() and remote.exception():
+                raise BackendError(f"waiting for results failed: {remote.exception()}")
+
+        try:
+            yield wait
+        finally:
+            self._end_waiters.discard(local)
+            remote.cancel()
+            if remote.done() and not remote.cancelled():
+                remote.exception()  # seen (or irrelevant: the caller had its answer)
 
     # -- shared machinery -------------------------------------------------------------------
 
@@ -537,9 +634,10 @@ class BaseTaskQueue(ABC):
         raise BackendError(f"task {task_id} changed {_CAS_ATTEMPTS} times while being updated")
 
     async def _after(self, old: Task, new: Task) -> None:
-        if rules.ready_at(new) is not None and new.status is not TaskStatus.RUNNING:
+        if rules.makes_ready(new):
             self._notify()
         if new.status.terminal and not old.status.terminal:
+            self._task_ended()
             await self._settle_dependents([new.id])
 
     async def _settle_dependents(self, task_ids: Sequence[str]) -> None:
@@ -587,6 +685,11 @@ class BaseTaskQueue(ABC):
     @abstractmethod
     async def _replace(self, task: Task, expected_revision: int) -> bool:
         """Write ``task`` whole if the stored revision is still ``expected_revision``."""
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        """``_replace`` for each (task, expected revision); backends that can write them in
+        one round trip override this."""
+        return [await self._replace(task, revision) for task, revision in changes]
 
     @abstractmethod
     async def _claim(

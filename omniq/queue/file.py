@@ -40,7 +40,7 @@ from msgspec.structs import replace
 from omniq.exceptions import BackendError, InvalidTaskError
 from omniq.models.task import Task, TaskStatus, check_queue_name
 from omniq.queue import rules
-from omniq.queue.base import BaseTaskQueue
+from omniq.queue.base import BaseTaskQueue, until_changed
 from omniq.queue.url import import_driver, redact
 from omniq.serialization import decode, decode_task, encode, encode_task
 
@@ -680,11 +680,7 @@ class FileTaskQueue(BaseTaskQueue):
 
     async def _remote_change(self, queue_names: list[str]) -> None:
         # Every write changes a few version bytes; polling them is one small read.
-        start = await self._io(self._store.version)
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            if await self._io(self._store.version) != start:
-                return
+        await until_changed(lambda: self._io(self._store.version), self.poll_interval)
 
     async def _drop(self) -> None:
         async with self._lock:

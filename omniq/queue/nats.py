@@ -627,6 +627,29 @@ class NATSTaskQueue(BaseTaskQueue):
 
         return await self._cas(task.id, change)
 
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        # One pipelined round trip for the tasks whose indexed row is the expected revision
+        # (a worker's own claims, usually); the others take the re-reading path one by one.
+        await self._ensure()
+        written = [False] * len(changes)
+        batch: list[tuple[int, _Head, int]] = []
+        for i, (task, revision) in enumerate(changes):
+            row = self._index.rows.get(task.id)
+            if row is not None and row.head.revision == revision:
+                batch.append((i, _head(task, row.seq), row.kv))
+        revs = await self._publish([
+            (self._subject("t", changes[i][0].id), _encode(head), kv, False)
+            for i, head, kv in batch
+        ], "updating")
+        for (i, head, _), kv in zip(batch, revs, strict=True):
+            if kv is not None:
+                self._absorb(changes[i][0].id, kv, head)
+                written[i] = True
+        for i, (task, revision) in enumerate(changes):
+            if not written[i]:  # stale index or a conflict: re-read and decide
+                written[i] = await self._replace(task, revision)
+        return written
+
     async def _claim(
         self,
         queue_name: str,

@@ -11,7 +11,6 @@ from urllib.parse import unquote, urlsplit
 
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
-from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue
 from omniq.queue.columns import READ, WRITTEN, row_values, task_from_row
 from omniq.queue.url import import_driver, redact
@@ -23,6 +22,7 @@ _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
 _HOT = ", ".join(WRITTEN)
+_TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
 _HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
 # What the driver raises when the server or the connection is not there (or refused a
 # statement): callers see BackendError and may retry later, the pool reconnects by itself.
@@ -237,13 +237,6 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     async def _read(self, sql: str, *args: Any) -> list[Any]:
         return await self._fetch(sql, *args, idempotent=True)
 
-    # -- records ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _makes_ready(task: Task) -> bool:
-        # Work a waiting worker could take now or at a known time (running tasks are taken).
-        return rules.ready_at(task) is not None and task.status is not TaskStatus.RUNNING
-
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
@@ -293,15 +286,35 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         return {row[1]: task_from_row(row) for row in rows}
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
-        update = (
-            f"UPDATE {self._t} SET ({_HOT}) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-            "WHERE id = $11 AND revision = $12 RETURNING queue_name"
+        return (await self._replace_many([(task, expected_revision)]))[0]
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        # One statement for the whole batch (a worker's group commit), fenced per row.
+        rows = [(t, row_values(t)) for t, _ in changes]
+        columns = [list(c) for c in zip(*(values for _, values in rows), strict=True)]
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_HOT_TYPES, 1))
+        sets = ", ".join(f"{c} = v.{c}" for c in WRITTEN)
+        n = len(WRITTEN)
+        written = await self._fetch(
+            f"""WITH v AS (
+                SELECT * FROM unnest({arrays}, ${n + 1}::text[], ${n + 2}::int8[])
+                    AS v({_HOT}, id, expected)
+            ), u AS (
+                UPDATE {self._t} AS t SET {sets} FROM v
+                WHERE t.id = v.id AND t.revision = v.expected
+                RETURNING t.id, t.queue_name, t.ready_at, t.status
+            ), woken AS (
+                SELECT pg_notify(${n + 3}, q.queue_name) FROM (SELECT DISTINCT queue_name FROM u
+                    WHERE ready_at IS NOT NULL AND status <> 'running') AS q
+            ), ended AS (  -- one "a task ended" (empty payload) per statement, for get_result
+                SELECT pg_notify(${n + 3}, '') FROM (SELECT 1 FROM u
+                    WHERE status IN ({_TERMINAL}) LIMIT 1) AS e
+            )
+            SELECT id, (SELECT count(*) FROM woken), (SELECT count(*) FROM ended) FROM u""",
+            *columns, [t.id for t, _ in changes], [r for _, r in changes], self.channel,
         )
-        args: list[Any] = [*row_values(task), task.id, expected_revision]
-        if self._makes_ready(task):
-            update = f"WITH u AS ({update}) SELECT queue_name, pg_notify($13, queue_name) FROM u"
-            args.append(self.channel)
-        return len(await self._fetch(update, *args)) == 1
+        done = {row[0] for row in written}
+        return [t.id in done for t, _ in changes]
 
     async def _claim(
         self,
@@ -410,10 +423,9 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     # -- LISTEN/NOTIFY ----------------------------------------------------------------------
 
     async def _remote_change(self, queue_names: list[str]) -> None:
-        if not queue_names:
-            # Only claims care about wake-ups (get_result polls), so a producer waiting for
-            # results opens no listening connection.
-            await asyncio.Event().wait()
+        # Payloads are queue names that have ready work, or "" when tasks ended (the same
+        # channel, so one listening connection serves workers and get_result alike).
+        queue_names = queue_names or [""]
         listener = self._listener
         if listener is None or listener.is_closed():
             self._connected_pool()

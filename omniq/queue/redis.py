@@ -18,7 +18,8 @@ namespace's keys in one slot so a script may touch them together):
   (without reading the tasks), at most ``_PROMOTE`` per claim.
 - ``P s:<queue>:<status>``: zset id -> seq, for stats and listing in enqueue order.
 - ``P dependents:<id>`` (set), ``P queues`` (set), ``P paused`` (set), ``P seq``, ``P meta``.
-- Channel ``P wake``: write scripts publish the queue name when they make work ready.
+- Channel ``P wake``: write scripts publish the queue name when they make work ready, and ""
+  once per script when tasks ended (``get_result`` waits for that).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _backoff = import_driver("redis.backoff")
 SCHEMA_VERSION = 1
 _CHUNK = 500
 _SUBSCRIBE_TIMEOUT = 10.0
+# Dependents of tasks that just ended, kept until the caller settles them (a shortcut).
+_ENDED = 10 * _CHUNK
 # Most newly due tasks one claim moves into the ready set (a script blocks the server while it
 # runs); the rest follow with the next claims.
 _PROMOTE = 10_000
@@ -123,19 +126,27 @@ for i = 2, #ARGV do out[#out + 1] = row(ARGV[i]) end
 return out
 """
 
+# ARGV: P now, then per task: id expected_revision packed body
 _REPLACE = """
-local id = ARGV[3]
-local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
-if not t[1] or tonumber(t[6]) ~= tonumber(ARGV[4]) then return 0 end
-unindex(id, t)
-local f = store(id, t[7], t[5], ARGV[5], ARGV[6], tonumber(ARGV[2]))
-publish()
--- Ending now: hand back its dependents, which the caller settles next (saves a round trip).
-local out = {1}
-if TERMINAL[f[2]] and not TERMINAL[t[2]] then
-  out[1] = 2
-  for _, m in ipairs(redis.call('SMEMBERS', P .. 'dependents:' .. id)) do out[#out + 1] = m end
+local now, out = tonumber(ARGV[2]), {}
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
+  if not t[1] or tonumber(t[6]) ~= tonumber(ARGV[i + 1]) then out[#out + 1] = {0} else
+    unindex(id, t)
+    local f = store(id, t[7], t[5], ARGV[i + 2], ARGV[i + 3], now)
+    -- Ending now: hand back its dependents, which the caller settles next (saves a round
+    -- trip, and is exact: a dependent enqueued later reads this task as ended).
+    local r = {1}
+    if TERMINAL[f[2]] then wake[''] = true end  -- "a task ended", for get_result
+    if TERMINAL[f[2]] and not TERMINAL[t[2]] then
+      r[1] = 2
+      for _, m in ipairs(redis.call('SMEMBERS', P .. 'dependents:' .. id)) do r[#r + 1] = m end
+    end
+    out[#out + 1] = r
+  end
 end
+publish()
 return out
 """
 
@@ -434,15 +445,22 @@ class RedisTaskQueue(BaseTaskQueue):
         return found
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
-        args = [_num(time.time()), task.id, expected_revision, *self._fields(task)]
-        result = await self._run("replace", args)
-        if not result:
-            return False
-        if len(self._ended) > _CHUNK:
-            self._ended.clear()
-        if result[0] == 2:
-            self._ended[task.id] = {_text(m) for m in result[1:]}
-        return True
+        return (await self._replace_many([(task, expected_revision)]))[0]
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        if len(self._ended) > _ENDED:
+            self._ended.clear()  # only a shortcut: _dependents asks the server without it
+        written: list[bool] = []
+        for start in range(0, len(changes), _CHUNK):
+            chunk = changes[start : start + _CHUNK]
+            args: list[Any] = [_num(time.time())]
+            for task, revision in chunk:
+                args += [task.id, revision, *self._fields(task)]
+            for (task, _), reply in zip(chunk, await self._run("replace", args), strict=True):
+                written.append(int(reply[0]) != 0)
+                if int(reply[0]) == 2:
+                    self._ended[task.id] = {_text(m) for m in reply[1:]}
+        return written
 
     async def _claim(
         self,
@@ -475,8 +493,8 @@ class RedisTaskQueue(BaseTaskQueue):
     async def _dependents(self, task_ids: Sequence[str]) -> set[str]:
         # The base settles a task's dependents right after the write that ended it, which read
         # them atomically; later dependents see the task ended when they are enqueued.
-        if len(task_ids) == 1 and task_ids[0] in self._ended:
-            return self._ended.pop(task_ids[0])
+        if all(i in self._ended for i in task_ids):
+            return set().union(*(self._ended.pop(i) for i in task_ids))
         found: set[str] = set()
         async with self._redis("dependents") as r:
             for start in range(0, len(task_ids), _CHUNK):
@@ -535,11 +553,8 @@ class RedisTaskQueue(BaseTaskQueue):
     # -- wake-ups ---------------------------------------------------------------------------
 
     async def _remote_change(self, queue_names: list[str]) -> None:
-        if not queue_names:
-            # Wake-ups announce ready work in named queues; get_result polls instead, so a
-            # producer waiting for results needs no subscription.
-            await asyncio.Event().wait()
-            return
+        # Wake-ups carry a queue name that has ready work, or "" when tasks ended.
+        queue_names = queue_names or [""]
         if self._listener is None or self._listener.done():
             # Subscribing outlives a caller that gives up waiting, so short waits still get
             # the subscription made.

@@ -40,6 +40,11 @@ def ready_at(task: Task) -> float | None:
     return None
 
 
+def makes_ready(task: Task) -> bool:
+    """True when a worker waiting for work could take the task now or at a known time."""
+    return task.status is not TaskStatus.RUNNING and ready_at(task) is not None
+
+
 def due_status(run_at: datetime, now: datetime) -> TaskStatus:
     """PENDING when due, SCHEDULED when due later."""
     return TaskStatus.SCHEDULED if run_at > now else TaskStatus.PENDING
@@ -106,6 +111,15 @@ def failed(task: Task, error: str, now: datetime, *, retry: bool = True) -> Task
         if nxt is not None:
             return nxt
     return _idle(task, status=TaskStatus.FAILED, error=error, finished_at=now)
+
+
+def outcome(
+    task: Task, now: datetime, result: object, error: str | None, retry: bool = True
+) -> Task:
+    """The state after a run of ``task``: ``completed`` without an error, else ``failed``."""
+    if error is None:
+        return completed(task, result, now)
+    return failed(task, error, now, retry=retry)
 
 
 def cancelled(task: Task, reason: str, now: datetime) -> Task:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
-from omniq.queue.base import BaseTaskQueue
+from omniq.queue.base import BaseTaskQueue, until_changed
 from omniq.queue.columns import READ, row_values, task_from_row
 from omniq.queue.url import import_driver
 
@@ -20,7 +20,8 @@ aiosqlite = import_driver("aiosqlite")
 
 SCHEMA_VERSION = 1
 _CHUNK = 500
-# How often an idle worker checks whether another process wrote (a read of shared memory).
+# At most how long an idle worker waits between checks whether another process wrote (a read
+# of shared memory); it checks far more often right after activity.
 _CHANGE_POLL = 0.05
 
 
@@ -316,9 +317,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             rows = await self._rows("PRAGMA data_version")
             return int(rows[0][0])
 
-        start = await version()
-        while await version() == start:
-            await asyncio.sleep(_CHANGE_POLL)
+        await until_changed(version, _CHANGE_POLL)
 
     async def _drop(self) -> None:
         ns = self.namespace

@@ -260,12 +260,16 @@ async def test_a_notify_that_arrives_between_claim_and_wait_is_not_lost(make: Fa
     assert await waiter.dequeue() is not None
 
 
-async def test_waiting_for_a_result_opens_no_listener(make: Factory) -> None:
+async def test_waiting_for_results_shares_one_listener(make: Factory) -> None:
     queue = await make()
-    task_id = await queue.enqueue(job("r"))
+    first, second = await queue.enqueue_many([job("r1"), job("r2")])
     with pytest.raises(TimeoutError):
-        await queue.get_result(task_id, timeout=0.2)
-    assert queue._listener is None and queue._listen_task is None
+        await queue.get_result(first, timeout=0.2)
+    listener = queue._listener
+    assert listener is not None and not listener.is_closed()
+    with pytest.raises(TimeoutError):
+        await queue.get_result(second, timeout=0.2)
+    assert queue._listener is listener, "each wait opened a connection of its own"
 
 
 async def test_idle_worker_pool_starts_work_from_another_process_promptly(make: Factory) -> None:

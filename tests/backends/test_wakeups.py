@@ -52,3 +52,29 @@ async def test_waiter_wakes_on_another_connections_enqueue(backend: str, tmp_pat
                 assert claimed is not None and claimed.id == task_id
         finally:
             await producer.drop_namespace()
+
+
+@pytest.mark.parametrize("backend", SHARED)
+async def test_get_result_wakes_when_another_connection_ends_the_task(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the fallback re-read pushed out of reach, only a wake-up can end the wait in time.
+    monkeypatch.setattr("omniq.queue.base.RESULT_POLL", (30.0, 30.0))
+    namespace = new_namespace()
+    waiter = build_queue(backend, tmp_path, namespace=namespace)
+    worker = build_queue(backend, tmp_path, namespace=namespace)
+    async with waiter, worker:
+        try:
+            ids = await worker.enqueue_many([Task(func=tasks.add, args=(i, 1)) for i in range(3)])
+            for task_id, expected in zip(ids, (1, 2, 3), strict=True):
+                result = asyncio.create_task(waiter.get_result(task_id, timeout=20))
+                await asyncio.sleep(0.2)  # let it start waiting; a late start only tests less
+                assert not result.done()
+                claimed = await worker.dequeue()
+                assert claimed is not None and claimed.id == task_id
+                started = time.monotonic()
+                await worker.complete(task_id, expected, lease=claimed.lease)
+                assert await asyncio.wait_for(result, 5.0) == expected
+                assert time.monotonic() - started < 1.0
+        finally:
+            await worker.drop_namespace()

@@ -207,3 +207,21 @@ async def test_recurring_failure_goes_back_to_schedule(queue: BaseTaskQueue) -> 
     stored = await queue.get_task(task_id)
     assert stored is not None and stored.status is TaskStatus.SCHEDULED
     assert stored.error == "RuntimeError: boom" and stored.run_at == start + timedelta(seconds=60)
+
+
+async def test_get_result_wakes_when_this_process_ends_the_task(
+    queue: BaseTaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the fallback re-read pushed out of reach, only the end itself can wake the wait.
+    monkeypatch.setattr("omniq.queue.base.RESULT_POLL", (30.0, 30.0))
+    done_id, failed_id = await queue.enqueue_many(
+        [Task(func=tasks.add, args=(2, 2)), Task(func=tasks.boom)])
+    waiting = [asyncio.create_task(queue.get_result(i, timeout=20)) for i in (done_id, failed_id)]
+    await asyncio.sleep(0.2)  # let them start waiting; a late start only tests less
+    assert not any(w.done() for w in waiting)
+    first, second = await queue.dequeue_many("default", 2)
+    await queue.complete(done_id, 4, lease=first.lease)
+    await queue.fail(failed_id, "RuntimeError: no", lease=second.lease)
+    assert await asyncio.wait_for(waiting[0], 5.0) == 4
+    with pytest.raises(TaskFailedError, match="no"):
+        await asyncio.wait_for(waiting[1], 5.0)

@@ -1,0 +1,84 @@
+"""The worker's claim loop: a full worker waits for a free slot instead of claiming in a loop,
+and a finished task's slot frees before its outcome is written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from omniq import MemoryTaskQueue, Task, TaskStatus, WorkerPool
+from omniq.exceptions import OmniQError
+from omniq.queue.base import Claim, Outcome
+
+release = asyncio.Event()
+
+
+async def hold() -> str:
+    await release.wait()
+    return "held"
+
+
+async def quick() -> str:
+    return "quick"
+
+
+class CountingQueue(MemoryTaskQueue):
+    """A real memory queue that counts claims and can hold outcome writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.writes_open = asyncio.Event()
+        self.writes_open.set()
+
+    async def claim(self, queue_name: str, limit: int, *, worker_id: str | None = None) -> Claim:
+        self.claims += 1
+        return await super().claim(queue_name, limit, worker_id=worker_id)
+
+    async def report(self, outcomes: Sequence[Outcome]) -> list[Task | OmniQError]:
+        await self.writes_open.wait()
+        return await super().report(outcomes)
+
+
+async def test_a_full_worker_does_not_spin_on_claims() -> None:
+    release.clear()
+    async with CountingQueue() as queue:
+        # A quick task first: a slot frees once, then the pool is full again.
+        await queue.enqueue_many([Task(func=quick), *(Task(func=hold) for _ in range(3))])
+        pool = WorkerPool(queue, concurrency=2, handle_signals=False)
+        runner = asyncio.create_task(pool.run(burst=True))
+        await asyncio.wait_for(_until(lambda: pool.counts["completed"] == 1
+                                      and pool.active == 2), 5)
+        before = queue.claims
+        await asyncio.sleep(0.3)  # the interval being measured, not synchronisation
+        assert queue.claims - before <= 1, f"{queue.claims - before} claims while full"
+        release.set()
+        await asyncio.wait_for(runner, 10)
+        assert (await queue.stats()).completed == 4
+
+
+async def test_a_slot_frees_while_the_outcome_is_written() -> None:
+    release.set()
+    async with CountingQueue() as queue:
+        first, second = Task(func=hold), Task(func=hold)
+        await queue.enqueue(first)
+        queue.writes_open.clear()  # outcome writes wait
+        pool = WorkerPool(queue, concurrency=1, handle_signals=False)
+        runner = asyncio.create_task(pool.run(burst=True))
+        await asyncio.wait_for(_until(lambda: pool.active == 0 and queue.claims >= 1), 5)
+        await queue.enqueue(second)
+        # The second task is claimed while the first one's outcome is still unwritten.
+        await asyncio.wait_for(_until(lambda: queue._tasks[second.id].attempts == 1), 5)
+        stored = await queue.get_tasks([first.id, second.id])
+        assert stored[first.id].status is TaskStatus.RUNNING  # its outcome waits
+        assert stored[second.id].status is TaskStatus.RUNNING
+        assert not runner.done(), "a burst worker waits for its outcomes to be written"
+        queue.writes_open.set()
+        await asyncio.wait_for(runner, 10)
+        assert pool.counts["completed"] == 2
+        assert (await queue.stats()).completed == 2
+
+
+async def _until(predicate: object) -> None:
+    while not predicate():  # type: ignore[operator]
+        await asyncio.sleep(0.005)
