@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from omniq import tasklog
 from omniq.exceptions import InvalidTaskError, OmniQError
 from omniq.formatting import func_name as _func
 from omniq.formatting import schedule_text as _schedule
@@ -141,6 +142,13 @@ def _status(text: str) -> TaskStatus:
         raise ValueError(f"unknown status {text!r} (choose from {choices})") from None
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a port number 0-65535, not {text!r}")
+    return value
+
+
 def _level(text: str) -> str:
     if text.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError(f"unknown log level {text!r} (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
@@ -168,6 +176,8 @@ def _common() -> _Parser:
     group.add_argument("--log-level", metavar="LEVEL", type=_checked(_level),
                        default=argparse.SUPPRESS,
                        help="DEBUG, INFO, WARNING, ERROR (default: INFO for worker, else WARNING)")
+    group.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                       help="log lines as text (default) or one JSON object per line")
     return common
 
 
@@ -202,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit once the queues are drained, showing progress on stderr")
     worker.add_argument("--grace-period", type=_checked(_seconds), default=10.0, metavar="S",
                         help="on shutdown, seconds running tasks get to finish (default: 10)")
+    worker.add_argument("--metrics-port", type=_checked(_port), metavar="N",
+                        help="serve Prometheus metrics on this port (needs omniq[metrics])")
+    worker.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                        help="address the metrics server binds (default: 0.0.0.0)")
+    worker.add_argument("--tracing", action="store_true",
+                        help="run each task in an OpenTelemetry span, child of its enqueue "
+                             "(needs omniq[otel] and a configured tracer provider)")
 
     enqueue = add("enqueue", _enqueue, "enqueue a call of REF and print the task id")
     enqueue.add_argument("ref", type=_checked(check_reference), metavar="REF",
@@ -291,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     url = getattr(args, "backend", None) or os.environ.get("OMNIQ_BACKEND") or DEFAULT_BACKEND
     debug = getattr(args, "debug", False)
-    _setup_logging(getattr(args, "log_level", "INFO" if args.command == "worker" else "WARNING"))
+    _setup_logging(getattr(args, "log_level", "INFO" if args.command == "worker" else "WARNING"),
+                   getattr(args, "log_format", "text"))
     try:
         with _user_input():
             if args.command == "enqueue":
@@ -337,8 +355,8 @@ def _redact(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _setup_logging(level: str, fmt: str) -> None:
+    logging.basicConfig(handlers=[tasklog.handler(fmt)],
                         level=max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("omniq").setLevel(level)
 
@@ -489,17 +507,45 @@ async def _worker(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
             raise CommandError(f"cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
     pool = WorkerPool(queue, queues=args.queues or ("default",), concurrency=args.concurrency,
                       imports=args.imports, grace_period=args.grace_period)
-    for event in ("started", "completed", "retried", "cancelled", "expired"):
-        pool.on(event, _log_event(event, logging.DEBUG))
-    pool.on("failed", _log_event("failed", logging.DEBUG if args.burst else logging.WARNING))
+    # A burst run shows a progress line instead of a line per task (unless --log-level DEBUG).
+    tasklog.log_transitions(pool, levels=dict.fromkeys(tasklog.LEVELS, logging.DEBUG)
+                            if args.burst else None)
     log.info("backend %s (namespace %s), queues %s, concurrency %d%s%s", _redact(args.url),
              queue.namespace, ", ".join(pool.queues), pool.concurrency,
              f", imports {', '.join(args.imports)}" if args.imports else "",
              ", burst" if args.burst else "")
+    async with contextlib.AsyncExitStack() as stack:
+        await _observe(args, pool, stack)
+        await _run_pool(args, pool, queue)
+    return 0
+
+
+async def _observe(args: argparse.Namespace, pool: WorkerPool,
+                   stack: contextlib.AsyncExitStack) -> None:
+    """Tracing and the metrics server, as the worker's flags ask."""
+    if args.tracing:
+        from omniq import tracing
+
+        tracing.instrument(pool)
+        tracing.instrument(pool.queue)  # tasks that enqueue through it carry the trace on
+    if args.metrics_port is not None:
+        from omniq.metrics import Metrics
+
+        metrics = Metrics()
+        metrics.instrument(pool)
+        metrics.instrument(pool.queue)
+        port = await stack.enter_async_context(metrics.serve(args.metrics_port,
+                                                             args.metrics_host))
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, port)
+
+
+async def _run_pool(args: argparse.Namespace, pool: WorkerPool, queue: BaseTaskQueue) -> None:
     if not args.burst:
         await pool.run()
-        return 0
-    progress = _Progress(pool, queue, show=log.isEnabledFor(logging.INFO))
+        return
+    # JSON logs stay pure JSON: no progress line, and the summary is a log record.
+    json_logs = getattr(args, "log_format", "text") == "json"
+    progress = _Progress(pool, queue, show=log.isEnabledFor(logging.INFO) and not json_logs)
     ticker = asyncio.create_task(progress.tick())
     try:
         await pool.run(burst=True)
@@ -507,16 +553,11 @@ async def _worker(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-    await progress.summary()
-    return 0
-
-
-def _log_event(event: str, level: int) -> Callable[[Task], None]:
-    def hook(task: Task) -> None:
-        log.log(level, "task %s (%s) %s%s", task.id, _func(task), event,
-                f": {task.error}" if event == "failed" and task.error else "")
-
-    return hook
+    line = await progress.summary()
+    if json_logs:
+        log.info("%s", line)
+    elif progress.show:
+        print(line, file=sys.stderr)
 
 
 class _Progress(logging.Filter):
@@ -585,19 +626,17 @@ class _Progress(logging.Filter):
             for handler in handlers:
                 handler.removeFilter(self)
 
-    async def summary(self) -> None:
+    async def summary(self) -> str:
         """The final line: drained (or stopped with tasks left), counts and rate."""
-        if not self.show:
-            return
         elapsed = time.monotonic() - self.started
         left = await self.left()
         c = self.pool.counts
         ended = sum(c[e] for e in ("completed", "failed", "cancelled", "expired"))
         verb = {0: "drained", None: "finished"}.get(left, f"stopped with {left} left")
         self._clear()
-        print(f"{verb} in {elapsed:.2f}s: {c['completed']} done, {c['failed']} failed, "
-              f"{c['retried']} retried, {c['cancelled']} cancelled, {c['expired']} expired "
-              f"({ended / max(elapsed, 1e-9):.1f} tasks/s)", file=sys.stderr)
+        return (f"{verb} in {elapsed:.2f}s: {c['completed']} done, {c['failed']} failed, "
+                f"{c['retried']} retried, {c['cancelled']} cancelled, {c['expired']} expired "
+                f"({ended / max(elapsed, 1e-9):.1f} tasks/s)")
 
 
 # -- formatting -----------------------------------------------------------------------------

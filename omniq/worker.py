@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -47,6 +48,10 @@ class _Run:
         self.extended = extended
 
 Hook = Callable[[Task], Awaitable[None] | None]
+#: Wraps one run of a task's function: ``await middleware(task, call_next)`` awaits
+#: ``call_next()`` (the run, timeout included) and returns its result or lets its exception
+#: through. ``omniq.tracing`` runs the function inside a span this way.
+RunMiddleware = Callable[[Task, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 EVENTS = ("started", "completed", "failed", "retried", "cancelled", "expired")
 _MAX_BACKOFF = 5.0
 
@@ -92,6 +97,7 @@ class WorkerPool:
         self._runners: set[asyncio.Task[None]] = set()
         self._is_async: dict[Callable[..., Any], bool] = {}
         self._outcomes = OutcomeWriter(queue)
+        self._run_middleware: list[RunMiddleware] = []
         self._ended_elsewhere: set[str] = set()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
@@ -109,6 +115,10 @@ class WorkerPool:
         if event not in self._hooks:
             raise ValueError(f"unknown event {event!r}; events: {', '.join(EVENTS)}")
         self._hooks[event].append(hook)
+
+    def add_run_middleware(self, middleware: RunMiddleware) -> None:
+        """Wrap every run of a task function; the first added is the outermost."""
+        self._run_middleware.append(middleware)
 
     @property
     def active(self) -> int:
@@ -239,7 +249,8 @@ class WorkerPool:
             self._report(task.id, error=f"TaskNotAllowedError: {exc}", retry=False)
             return
         try:
-            result = await self._call(func, task)
+            call = self._call_through_middleware if self._run_middleware else self._call
+            result = await call(func, task)
             encode(result, what=f"result of task {task.id}")
         except asyncio.CancelledError:
             await self._interrupted(task)
@@ -250,6 +261,12 @@ class WorkerPool:
             self._report(task.id, error=f"{type(exc).__name__}: {exc}")
         else:
             self._report(task.id, result=result)
+
+    async def _call_through_middleware(self, func: Callable[..., Any], task: Task) -> Any:
+        call: Callable[[], Awaitable[Any]] = functools.partial(self._call, func, task)
+        for middleware in reversed(self._run_middleware):
+            call = functools.partial(middleware, task, call)
+        return await call()
 
     async def _call(self, func: Callable[..., Any], task: Task) -> Any:
         if task.timeout is None:
@@ -270,7 +287,10 @@ class WorkerPool:
             result = await func(*task.args, **task.kwargs)
         else:
             loop = asyncio.get_running_loop()
-            call = functools.partial(func, *task.args, **task.kwargs)
+            # In the thread, the loop's context variables (trace context) still hold.
+            call = functools.partial(
+                contextvars.copy_context().run, func, *task.args, **task.kwargs
+            )
             result = await loop.run_in_executor(self._executor, call)
         if inspect.isawaitable(result):
             result = await result

@@ -94,6 +94,8 @@ def _check_count(field: str, value: object, low: int, high: int) -> None:
 class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One unit of work: a function reference, its arguments and how to run it.
 
+    ``headers`` carry metadata that travels with the task, such as the trace context of the
+    code that enqueued it (``omniq.tracing``); they are omitted from stored records when empty.
     User-set fields are validated when the Task is built; the queue maintains ``status``,
     ``result``, ``error``, the timestamps, ``attempts``, ``worker_id`` and ``lease``.
     ``revision`` counts stored changes (the queue uses it for compare-and-set).
@@ -114,6 +116,7 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout: float | None = None
     depends_on: list[str] = msgspec.field(default_factory=list)
     schedule: Schedule | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     id: str = msgspec.field(default_factory=_new_id)
     status: TaskStatus = TaskStatus.PENDING
     result: Any = None
@@ -136,6 +139,7 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             return
         if callable(self.func):
             self._apply_options(registry.options_of(self.func))
+            self.func = registry.unwrap(self.func)  # an @omniq.task object stores its function
             registry.allow(self.func)
         else:
             registry.check_reference(self.func)
@@ -173,6 +177,10 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.depends_on = list(dict.fromkeys(check_id(dep) for dep in self.depends_on))
         if self.id in self.depends_on:
             raise InvalidTaskError(f"task {self.id} cannot depend on itself")
+        if not isinstance(self.headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise InvalidTaskError("headers must be a dict of strings to strings")
         if self.schedule is not None and not isinstance(self.schedule, Schedule):
             raise InvalidTaskError("schedule must be a Schedule")
 

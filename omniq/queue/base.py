@@ -38,6 +38,13 @@ from omniq.models.task import Task, TaskStatus, check_id, check_queue_name
 from omniq.queue import rules
 from omniq.serialization import encode
 
+#: Wraps storing new tasks: ``await middleware(tasks, store)`` calls ``await store(tasks)``
+#: (``tasks`` possibly replaced by copies with more ``headers``, same ids, same order) and
+#: returns what it returned: per task, whether it was inserted.
+EnqueueMiddleware = Callable[
+    [list[Task], Callable[[list[Task]], Awaitable[list[bool]]]], Awaitable[list[bool]]
+]
+
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,47}$")
 TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 _CAS_ATTEMPTS = 100
@@ -124,6 +131,7 @@ class BaseTaskQueue(ABC):
         self._generation = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._end_waiters: set[asyncio.Future[None]] = set()
+        self._enqueue_middleware: list[EnqueueMiddleware] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()}, namespace={self.namespace!r})"
@@ -179,7 +187,10 @@ class BaseTaskQueue(ABC):
         records = [
             rules.initial(t, now, waiting=bool(t.depends_on)) for t in batch.values()
         ]
-        inserted = await self._insert(records)
+        if self._enqueue_middleware:
+            inserted = await self._insert_through_middleware(records)
+        else:
+            inserted = await self._insert(records)
         self._notify()
         # Write, then re-check: a dependency that finished before this insert was visible
         # could not see its dependent, so the dependent looks at its dependencies itself.
@@ -198,6 +209,17 @@ class BaseTaskQueue(ABC):
         missing = sorted(outside - known.keys())
         if missing:
             raise DependencyError(f"unknown dependencies: {', '.join(missing)}")
+
+    def add_enqueue_middleware(self, middleware: EnqueueMiddleware) -> None:
+        """Wrap the storing of newly enqueued tasks (``omniq.tracing`` stamps the trace context
+        into ``headers`` there, ``omniq.metrics`` counts). The first added is the outermost."""
+        self._enqueue_middleware.append(middleware)
+
+    async def _insert_through_middleware(self, records: list[Task], index: int = 0) -> list[bool]:
+        if index == len(self._enqueue_middleware):
+            return await self._insert(records)
+        call_next = functools.partial(self._insert_through_middleware, index=index + 1)
+        return await self._enqueue_middleware[index](records, call_next)
 
     def _checked(self, task: Task) -> Task:
         task._validate()  # again: the caller may have changed it since it was built

@@ -90,15 +90,27 @@ def test_public_names() -> None:
 
 
 def test_import_omniq_loads_no_driver() -> None:
+    # Neither backend drivers nor the metrics/tracing extras load until asked for.
     code = (
-        "import sys, omniq, omniq.queue, omniq.worker, omniq.cli; omniq.cli.build_parser(); "
-        "omniq.connect('memory://'); "
+        "import sys, omniq, omniq.queue, omniq.worker, omniq.cli, omniq.tasklog; "
+        "omniq.cli.build_parser(); omniq.connect('memory://'); "
         "bad = [m for m in ('asyncpg', 'redis', 'nats', 'fsspec', 'aiosqlite', 'omniq.dashboard', "
-        "'starlette', 'jinja2', 'uvicorn') if m in sys.modules]; "
+        "'starlette', 'jinja2', 'uvicorn', 'prometheus_client', 'opentelemetry') "
+        "if m in sys.modules]; "
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_missing_extras_name_what_to_install() -> None:
+    for module, missing, extra in (("omniq.metrics", "prometheus_client", "metrics"),
+                                   ("omniq.tracing", "opentelemetry", "otel")):
+        code = (f"import sys; sys.modules[{missing!r}] = None\n"
+                f"try:\n    import {module}\nexcept ImportError as exc:\n    print(exc)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        assert f"pip install 'omniq[{extra}]'" in out.stdout, out
 
 
 def test_exception_tree() -> None:
