@@ -33,7 +33,9 @@ log = logging.getLogger("omniq.worker")
 
 Hook = Callable[[Task], Awaitable[None] | None]
 EVENTS = ("started", "completed", "failed", "retried", "cancelled", "expired")
-_MAX_BACKOFF = 5.0
+# Longest pause between attempts while the backend is down: work resumes at most this long
+# (plus a reconnect) after the backend returns.
+_MAX_BACKOFF = 2.0
 
 
 class WorkerPool:
@@ -135,6 +137,7 @@ class WorkerPool:
                 # Read before claiming: work made ready during the claim must wake us.
                 since = self.queue.generation
                 claimed = await self._claim_some()
+                backoff = 0.1  # the backend answered: the next outage starts afresh
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
                         await self._wait(self._changed.wait())
@@ -142,7 +145,6 @@ class WorkerPool:
                 if burst and not self._running and await self._drained():
                     return
                 await self._idle(since)
-                backoff = 0.1
             except BackendError as exc:
                 log.warning("backend unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._wait(asyncio.sleep(backoff))
@@ -278,12 +280,16 @@ class WorkerPool:
                     await self._emit(event, after)
                 return
             except (LeaseLostError, TaskNotFoundError) as exc:
-                log.warning("task %s: outcome not recorded: %s", task.id, exc)
+                log.warning("task %s: outcome not recorded (%s): %s", task.id,
+                            type(exc).__name__, exc)
                 return
             except BackendError as exc:
                 if time.monotonic() > deadline:
                     log.error("task %s: outcome lost, backend unavailable: %s", task.id, exc)
                     return
+                if delay == 0.1:  # the first failure: once per task, not once per try
+                    log.warning("task %s: backend unavailable (%s); retrying its outcome",
+                                task.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
 

@@ -11,9 +11,9 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
@@ -32,6 +32,7 @@ js_api = import_driver("nats.js.api")
 js_errors = import_driver("nats.js.errors")
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KV_OP = "KV-Operation"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
@@ -117,6 +118,7 @@ class _Index:
         self.later: defaultdict[str, list[tuple[float, _Entry]]] = defaultdict(list)
         self.seen = 0
         self.written = 0  # the newest revision this process wrote
+        self.created: Any = None  # when the mirrored bucket was created
 
     def put(self, task_id: str, kv: int, head: _Head) -> bool:
         old = self.rows.get(task_id)
@@ -235,6 +237,8 @@ class NATSTaskQueue(BaseTaskQueue):
         self._listeners: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._acks: dict[str, asyncio.Future[Any]] = {}
+        # Done when the current connection drops: replies to what was sent on it never come.
+        self._link: asyncio.Future[None] | None = None
         self._inbox = ""
         self._counter = 0
 
@@ -303,6 +307,7 @@ class NATSTaskQueue(BaseTaskQueue):
                 if self._nc is None or self._nc.is_closed:
                     await self._teardown()
                     self._nc = await self._dial()
+                    self._link = asyncio.get_running_loop().create_future()
                     self._js = self._nc.jetstream(timeout=self.timeout)
                     self._inbox = self._nc.new_inbox()
                     await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
@@ -348,6 +353,8 @@ class NATSTaskQueue(BaseTaskQueue):
         if self._nc is None:  # our own close()
             return
         _log.warning("lost the NATS connection (%s); reconnecting", self._where)
+        if self._link is not None and not self._link.done():
+            self._link.set_result(None)
         for _, fut in self._listeners:  # idle workers learn at once, and back off
             if not fut.done():
                 fut.set_exception(BackendError(f"lost the NATS connection ({self._where})"))
@@ -355,6 +362,7 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _on_reconnect(self) -> None:
         # The server may have lost our ephemeral watcher: rebuild it from where it stopped.
         _log.info("reconnected to NATS (%s)", self._where)
+        self._link = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(self._rewatch())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -440,12 +448,15 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _barrier(self) -> None:
         """Wait until the index reflects every write the server acknowledged before now."""
         async with self._errors("reading"):
-            info = await self._js.stream_info(self._stream)
-        target = int(info.state.last_seq)
-        if target < self._index.seen:  # the stream was deleted and created again under us
-            self._index.clear()
-            await self._watch()
-        await self._reach(target)
+            info = await self._replies(self._js.stream_info(self._stream))
+            # The watcher may be ahead of the answer (writes land between the two), so only a
+            # new creation time means the bucket was deleted and created again under us.
+            if self._index.created is not None and info.created != self._index.created:
+                _log.warning("NATS bucket %s was created again; reloading", self._bucket)
+                self._index.clear()
+                await self._watch()
+            self._index.created = info.created
+        await self._reach(int(info.state.last_seq))
 
     async def _reach(self, target: int) -> None:
         """Wait until the watcher delivered revision ``target``, rebuilding it if it stalls."""
@@ -494,8 +505,7 @@ class NATSTaskQueue(BaseTaskQueue):
                         self._acks[tokens[-1]] = loop.create_future()
                         await self._nc.publish(subject, value, reply=f"{self._inbox}.{tokens[-1]}",
                                                headers=headers or None)
-                    acks = await asyncio.wait_for(
-                        asyncio.gather(*(self._acks[t] for t in tokens)), self.timeout)
+                    acks = await self._replies(asyncio.gather(*(self._acks[t] for t in tokens)))
                 finally:
                     for token in tokens:
                         self._acks.pop(token).cancel()
@@ -506,6 +516,25 @@ class NATSTaskQueue(BaseTaskQueue):
                     if ack is not None:
                         self._index.written = max(self._index.written, ack)
         return out
+
+    async def _replies(self, pending: Awaitable[T]) -> T:
+        """Await the reply to what was just sent, within ``timeout``; fail at once if the
+        connection drops first (a server restart) instead of waiting the timeout out."""
+        link = self._link
+        inner = asyncio.ensure_future(pending)
+        waiting = asyncio.ensure_future(asyncio.wait_for(inner, self.timeout))
+        for future in (inner, waiting):
+            future.add_done_callback(_retrieve)  # given up on: nobody else reads its error
+        try:
+            if link is None:
+                return await waiting
+            either: set[asyncio.Future[Any]] = {waiting, link}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                raise nats_errors.Error("the connection dropped before the server replied")
+            return waiting.result()
+        finally:
+            waiting.cancel()
 
     async def _on_ack(self, msg: Any) -> None:
         fut = self._acks.get(msg.subject.rpartition(".")[2])
@@ -543,7 +572,8 @@ class NATSTaskQueue(BaseTaskQueue):
         async with self._errors("reading"):
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
-                for key, got in zip(chunk, await asyncio.gather(*map(one, chunk)), strict=True):
+                got_all = await self._replies(asyncio.gather(*map(one, chunk)))
+                for key, got in zip(chunk, got_all, strict=True):
                     if got is not None:
                         found[key] = got
         return found
@@ -767,3 +797,8 @@ class NATSTaskQueue(BaseTaskQueue):
             async with self._errors("dropping the namespace"):
                 with suppress(js_errors.NotFoundError):
                     await self._js.delete_stream(self._stream)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
