@@ -27,7 +27,7 @@ from omniq.exceptions import (
 from omniq.models.task import Task, TaskStatus, check_queue_name
 from omniq.queue.base import BaseTaskQueue
 from omniq.registry import Allowlist
-from omniq.serialization import encode
+from omniq.serialization import encode_checked
 
 log = logging.getLogger("omniq.worker")
 
@@ -218,7 +218,7 @@ class WorkerPool:
             return
         try:
             result = await self._call(func, task)
-            encode(result, what=f"result of task {task.id}")
+            encode_checked(result, what=f"result of task {task.id}")
         except asyncio.CancelledError:
             await self._interrupted(task)
             return

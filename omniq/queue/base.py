@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import time
 import uuid
@@ -33,11 +34,13 @@ from omniq.exceptions import (
 )
 from omniq.models.task import Task, TaskStatus, check_id, check_queue_name
 from omniq.queue import rules
-from omniq.serialization import encode
+from omniq.queue.unreadable import Unreadable, failed_record
+from omniq.serialization import encode_checked
 
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,47}$")
 TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 _CAS_ATTEMPTS = 100
+log = logging.getLogger("omniq.queue")
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -85,7 +88,7 @@ class BaseTaskQueue(ABC):
         namespace: str = "omniq",
         max_payload: int = 1 << 20,
     ) -> None:
-        if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise InvalidTaskError(
                 f"invalid namespace {namespace!r}: 1-48 of [A-Za-z0-9_-], starting with a letter"
             )
@@ -176,7 +179,7 @@ class BaseTaskQueue(ABC):
             except SerializationError:
                 if not self.keeps_callables:
                     raise  # lambdas and nested functions cannot leave the process
-        payload = encode((task.args, task.kwargs), what=f"arguments of task {task.id}")
+        payload = encode_checked((task.args, task.kwargs), what=f"arguments of task {task.id}")
         if len(payload) > self.max_payload:
             raise InvalidTaskError(
                 f"task {task.id} payload is {len(payload)} bytes, over max_payload "
@@ -216,7 +219,9 @@ class BaseTaskQueue(ABC):
             assert moment is not None
             expire = functools.partial(rules.expired, now=moment)
             for task in claimed:
-                if rules.ttl_passed(task, moment):
+                if isinstance(task, Unreadable):
+                    await self._fail_unreadable(task)
+                elif rules.ttl_passed(task, moment):
                     result.expired.append(await self._apply(task.id, expire, known=task))
                 else:
                     result.runnable.append(task)
@@ -224,11 +229,30 @@ class BaseTaskQueue(ABC):
                 break
         return result
 
+    async def _fail_unreadable(self, record: Unreadable) -> None:
+        """Store a record a claim could not decode as FAILED, with the reason, so no worker
+        meets it again; its waiting dependents are cancelled as for any failure."""
+        try:
+            task = failed_record(record, utcnow())
+        except InvalidTaskError as exc:  # not even its id or queue name is valid
+            log.error("unreadable record %r left in place: %s (%s)", record.id, record.reason, exc)
+            return
+        if await self._replace_unreadable(record, task):
+            log.warning("task %s: stored record unreadable, marked FAILED: %s",
+                        task.id, record.reason)
+            await self._settle_dependents([task.id])
+
+    async def _replace_unreadable(self, record: Unreadable, task: Task) -> bool:
+        """Write ``task`` over the unreadable record if it is still that version. This
+        default compares the revision (backends that keep it outside the record body);
+        others override it, using ``record.token``."""
+        return await self._replace(task, record.revision)
+
     # -- outcomes ---------------------------------------------------------------------------
 
     async def complete(self, task_id: str, result: Any = None, *, lease: str | None = None) -> None:
         """Mark a running task COMPLETED with ``result`` (recurring: back to SCHEDULED)."""
-        encode(result, what=f"result of task {task_id}")
+        encode_checked(result, what=f"result of task {task_id}")
         await self.finish(task_id, lambda t, now: rules.completed(t, result, now), lease=lease)
 
     async def fail(
@@ -575,13 +599,14 @@ class BaseTaskQueue(ABC):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> Sequence[Task | Unreadable]:
         """Atomically take up to ``limit`` tasks of the queue whose ready time (``rules.ready_at``)
         is <= now, highest priority first, then earliest ready time, then enqueue order, and
         store them RUNNING: lease, worker_id, attempts + 1, started_at = now,
         lease_expires_at = lease_expires, revision + 1. Returns them in that order.
         Takes nothing while the queue is paused, checked in the same atomic step, so a claim
-        costs one round trip."""
+        costs one round trip. A record that does not decode comes back as ``Unreadable``
+        (in its place in the order); the queue then marks it FAILED."""
 
     @abstractmethod
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:

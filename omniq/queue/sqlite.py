@@ -13,7 +13,8 @@ from typing import Any
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue
-from omniq.queue.columns import READ, row_values, task_from_row
+from omniq.queue.columns import READ, claimed_from_row, row_values, task_from_row
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver
 
 aiosqlite = import_driver("aiosqlite")
@@ -213,7 +214,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         async with self._transaction() as db:
             picked = [row[0] for row in await db.execute_fetchall(
                 f"SELECT seq FROM {self._t} WHERE queue_name = ? AND ready_at IS NOT NULL "
@@ -230,7 +231,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
                 (lease, worker_id, now, lease_expires, *picked),
             )
         order = {seq: i for i, seq in enumerate(picked)}
-        return [task_from_row(r) for r in sorted(rows, key=lambda r: order[r[0]])]
+        return [claimed_from_row(r, queue_name) for r in sorted(rows, key=lambda r: order[r[0]])]
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         async with self._conn() as db:
