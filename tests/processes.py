@@ -49,7 +49,8 @@ class Process:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"pid {self.pid} ignored SIGTERM: {self.output()[-2000:]}")
+            tail = self.output()[-2000:]
+            raise AssertionError(f"pid {self.pid} ignored SIGTERM: {tail}") from None
 
     def wait(self, timeout: float) -> int:
         """Wait for the process to exit by itself; the exit code."""
@@ -57,7 +58,7 @@ class Process:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"pid {self.pid} still running: {self.output()[-2000:]}")
+            raise AssertionError(f"pid {self.pid} still running: {self.output()[-2000:]}") from None
 
 
 def worker(url: str, log: Path, *args: str) -> Process:

@@ -75,7 +75,7 @@ class PrivateServer:
 
     def start(self, timeout: float = 60.0) -> float:
         """Start on the same port and directory; return ``time.monotonic()`` once it answers."""
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it open
+        log = open(self.dir / "server.log", "ab")
         try:
             self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log,
                                          start_new_session=True)

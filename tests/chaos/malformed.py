@@ -24,8 +24,8 @@ BAD_QUEUES: list[Any] = [
     "", "..", "a/b", "../q", "q;DROP TABLE x", "q.", "-q", ".q", "a..b", "x" * 65, "a b", "ü",
     "a\x00", "q\n", 7, None, b"q",
 ]
-BAD_INTS: list[Any] = [float("nan"), float("inf"), -float("inf"), 2**64, -(2**64), 2**31, -(2**31) - 1,
-                       1.5, "1", True, None, b"1"]
+BAD_INTS: list[Any] = [float("nan"), float("inf"), -float("inf"), 2**64, -(2**64), 2**31,
+                       -(2**31) - 1, 1.5, "1", True, None, b"1"]
 BAD_SECONDS: list[Any] = [-1, float("nan"), float("inf"), "5", True, b"1", [1]]
 BAD_FUNCS: list[Any] = [
     "", "nomodule", "os.system", ":f", "m:", "m:f g", "m:f;x", "../x:y", "m:f\n", 123, None, b"m:f",
@@ -43,9 +43,16 @@ def task(**fields: Any) -> Task:
     return Task(**fields)
 
 
-def malformed() -> list[tuple[str, Callable[[], list[Task]]]]:
+Cases = list[tuple[str, Callable[[], list[Task]]]]
+
+
+def malformed() -> Cases:
     """(what, build): ``build()`` raises, or returns a batch the queue must refuse whole."""
-    cases: list[tuple[str, Callable[[], list[Task]]]] = []
+    return [*_fields(), *_schedules(), *_batches()]
+
+
+def _fields() -> Cases:
+    cases: Cases = []
 
     def add(what: str, **fields: Any) -> None:
         cases.append((what, lambda: [task(**fields)]))
@@ -78,26 +85,34 @@ def malformed() -> list[tuple[str, Callable[[], list[Task]]]]:
         add(f"keyword argument {type(value).__name__}", kwargs={"x": value})
     add("oversize payload", args=(b"x" * (MAX_PAYLOAD + 1),))
     add("oversize keyword payload", kwargs={"blob": "y" * (MAX_PAYLOAD + 1)})
-    for expr in BAD_CRONS:
-        cases.append((f"cron {expr!r}", lambda expr=expr: [task(schedule=Schedule(cron=expr))]))
-    for tz in BAD_TZS:
-        cases.append((f"tz {tz!r}", lambda tz=tz: [task(schedule=Schedule(cron="* * * * *",
-                                                                          tz=tz))]))
-    for every in BAD_INTERVALS:
-        cases.append((f"interval {every!r}",
-                      lambda every=every: [task(schedule=Schedule(interval=every))]))
-    cases.append(("cron and interval",
-                  lambda: [task(schedule=Schedule(cron="* * * * *", interval=5))]))
-    cases.append(("schedule not a Schedule", lambda: [task(schedule="* * * * *")]))
-    cases.append(("depends on itself", lambda: [task(id="self", depends_on=["self"])]))
-    cases.append(("unknown dependency", lambda: [task(depends_on=["nobody-has-this-id"])]))
-    cases.append(("two-task cycle", lambda: [task(id="c1", depends_on=["c2"]),
-                                            task(id="c2", depends_on=["c1"])]))
-    cases.append(("long cycle", lambda: [task(id=f"r{i}", depends_on=[f"r{(i + 1) % 20}"])
-                                        for i in range(20)]))
-    cases.append(("depends_on not a list", lambda: [task(depends_on="abc")]))
+    return cases
+
+
+def _schedules() -> Cases:
+    def scheduled(**fields: Any) -> Callable[[], list[Task]]:
+        return lambda: [task(schedule=Schedule(**fields))]
+
+    return [
+        *((f"cron {expr!r}", scheduled(cron=expr)) for expr in BAD_CRONS),
+        *((f"tz {tz!r}", scheduled(cron="* * * * *", tz=tz)) for tz in BAD_TZS),
+        *((f"interval {every!r}", scheduled(interval=every)) for every in BAD_INTERVALS),
+        ("cron and interval", scheduled(cron="* * * * *", interval=5)),
+        ("schedule not a Schedule", lambda: [task(schedule="* * * * *")]),
+    ]
+
+
+def _batches() -> Cases:
+    cases: Cases = [
+        ("depends on itself", lambda: [task(id="self", depends_on=["self"])]),
+        ("unknown dependency", lambda: [task(depends_on=["nobody-has-this-id"])]),
+        ("two-task cycle", lambda: [task(id="c1", depends_on=["c2"]),
+                                    task(id="c2", depends_on=["c1"])]),
+        ("long cycle", lambda: [task(id=f"r{i}", depends_on=[f"r{(i + 1) % 20}"])
+                                for i in range(20)]),
+        ("depends_on not a list", lambda: [task(depends_on="abc")]),
+    ]
     for item in ({"func": REF}, b"\x93\x01\x02\x03", "task", None, 42, msgspec.Raw(b"\xc1")):
-        cases.append((f"not a Task: {item!r}", lambda item=item: [item]))  # type: ignore[list-item]
+        cases.append((f"not a Task: {item!r}", lambda item=item: [item]))  # type: ignore[misc]
     return cases
 
 

@@ -53,7 +53,7 @@ async def _nats_put(namespace: str, task_id: str, data: bytes, whole: bool) -> N
         kv = await client.jetstream().key_value(f"OMNIQ_{namespace}")
         key = f"t.{task_id}"
         if not whole:  # the record is a msgpack array whose last item is the task
-            record: list[Any] = msgspec.msgpack.decode((await kv.get(key)).value)
+            record: list[Any] = msgspec.msgpack.decode((await kv.get(key)).value or b"")
             record[-1] = data
             data = msgspec.msgpack.encode(record)
         await kv.put(key, data)

@@ -14,21 +14,22 @@ from omniq import OmniQError, Task, TaskStatus
 from omniq.serialization import encode_task
 from tests import ledger
 from tests.chaos import malformed, raw
-from tests.chaos.harness import DURABLE, Run, chaos_run, record_figures
 from tests.helpers import eventually
 from tests.processes import ROOT
+from tests.scenario import DURABLE, Scenario, record_figures, scenario
 
 
 def files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
-def created_outside(run: Run, before: set[Path], top: set[str]) -> set[Path]:
+def created_outside(run: Scenario, before: set[Path], top: set[str]) -> set[Path]:
     """Files that appeared anywhere but in the run's own places (ledger, logs, queue)."""
     own = (run.book.path, run.tmp / "queue" / run.namespace)
     new = files(run.tmp.parent) - before
-    strays = {p for p in new if not any(p.is_relative_to(d) for d in own)
-              and not (p.parent == run.tmp and (p.suffix == ".log" or p.name.startswith("omniq.db")))}
+    logs = {p for p in new if p.parent == run.tmp
+            and (p.suffix == ".log" or p.name.startswith("omniq.db"))}
+    strays = {p for p in new - logs if not any(p.is_relative_to(d) for d in own)}
     return strays | {ROOT / name for name in set(os.listdir(ROOT)) - top}
 
 
@@ -39,7 +40,7 @@ async def test_malformed_tasks_are_refused_and_nothing_is_written(
     before, top = files(tmp_path.parent), set(os.listdir(ROOT))
     cases = malformed.malformed()
     assert len(cases) >= 300
-    async with chaos_run(backend, tmp_path, max_payload=malformed.MAX_PAYLOAD) as run:
+    async with scenario(backend, tmp_path, max_payload=malformed.MAX_PAYLOAD) as run:
         accepted = []
         for what, build in cases:
             try:
@@ -59,7 +60,7 @@ async def test_malformed_tasks_are_refused_and_nothing_is_written(
 @pytest.mark.parametrize("backend", DURABLE)
 async def test_corrupt_records_fail_and_the_worker_goes_on(backend: str, tmp_path: Path) -> None:
     before, top = files(tmp_path.parent), set(os.listdir(ROOT))
-    async with chaos_run(backend, tmp_path) as run:
+    async with scenario(backend, tmp_path) as run:
         book = str(run.book.path)
         good = [f"g{i}" for i in range(100)]
         bad = [f"bad-{i}" for i in range(len(malformed.corrupt_bodies(b"")))]
@@ -74,7 +75,7 @@ async def test_corrupt_records_fail_and_the_worker_goes_on(backend: str, tmp_pat
             Task(func="os:system", id="evil", args=(f"touch {marker}",)),
             *(job(k) for k in good[50:]),
         ])
-        valid = encode_task((await run.queue.get_task("bad-0")))  # type: ignore[arg-type]
+        valid = encode_task(await run.queue.get_task("bad-0"))  # type: ignore[arg-type]
         for i, (task_id, data) in enumerate(zip(bad, malformed.corrupt_bodies(valid), strict=True)):
             await raw.overwrite(backend, tmp_path, run.namespace, task_id, data, whole=i % 2 == 0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import ledger
-from tests.chaos.harness import DURABLE, chaos_run, record_figures
+from tests.scenario import DURABLE, record_figures, scenario
 
 PRODUCERS = 4
 # Tasks per producer. The file backend fsyncs each claim and outcome (~200 tasks/s on two
@@ -24,7 +24,7 @@ async def test_concurrent_producers_and_workers_run_each_task_once(
 ) -> None:
     each = PER_PRODUCER.get(backend, DEFAULT_PER_PRODUCER)
     total = PRODUCERS * each
-    async with chaos_run(backend, tmp_path) as run:
+    async with scenario(backend, tmp_path) as run:
         started = time.monotonic()
         workers = [run.worker("--concurrency", "20") for _ in range(2)]
         for n in range(PRODUCERS):

@@ -12,14 +12,14 @@ import pytest
 
 from omniq import Task, TaskStatus
 from tests import ledger
-from tests.chaos.harness import DURABLE, chaos_run, record_figures
+from tests.scenario import DURABLE, record_figures, scenario
 
 LEASE = 1.0
 
 
 @pytest.mark.parametrize("backend", DURABLE)
 async def test_a_frozen_worker_is_fenced(backend: str, tmp_path: Path) -> None:
-    async with chaos_run(backend, tmp_path, lease_timeout=LEASE) as run:
+    async with scenario(backend, tmp_path, lease_timeout=LEASE) as run:
         book = str(run.book.path)
         # Blocking: the frozen worker's event loop cannot heartbeat, and once resumed it goes
         # straight from the task's end to reporting the outcome.

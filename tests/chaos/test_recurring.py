@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from omniq import Schedule, Task, TaskStatus
-from tests.chaos.harness import DURABLE, chaos_run, record_figures
 from tests.ledger import record
+from tests.scenario import DURABLE, record_figures, scenario
 
 INTERVAL = 1.0
 OCCURRENCES = 10
@@ -19,7 +19,7 @@ OCCURRENCES = 10
 
 async def one_backend(backend: str, tmp_path: Path) -> Counter[int]:
     """Per occurrence (0 = the first), how many times it started."""
-    async with chaos_run(backend, tmp_path) as run:
+    async with scenario(backend, tmp_path) as run:
         workers = [run.worker("--concurrency", "4") for _ in range(3)]
         await run.until(lambda: all("serving" in w.output() for w in workers), 60,
                         "workers up")

@@ -15,9 +15,9 @@ import pytest
 
 from omniq import BackendError, Task, connect
 from tests import ledger
-from tests.chaos.harness import chaos_run, record_figures
 from tests.conftest import new_namespace
 from tests.processes import ROOT
+from tests.scenario import record_figures, scenario
 from tests.servers import SECRET, SECRET_USER, PrivateServer, free_port
 
 WRONG = "Wr0ng-Pa55w0rd-x"  # a rejected password must not show either
@@ -49,7 +49,7 @@ async def test_a_password_never_shows(
     caplog.set_level(logging.DEBUG)  # every logger: ours and the drivers'
     server: PrivateServer = request.getfixturevalue(f"private_{backend}")
     seen: list[str] = []
-    async with chaos_run(backend, tmp_path, base_url=url(backend, server.port)) as run:
+    async with scenario(backend, tmp_path, base_url=url(backend, server.port)) as run:
         seen.append(repr(run.queue))
         worker = run.worker("--log-level", "DEBUG", "--concurrency", "2")
         book = str(run.book.path)

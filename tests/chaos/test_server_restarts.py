@@ -8,6 +8,7 @@ The servers are private instances (tests/servers.py), never the shared services.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from omniq import Task, TaskStatus
 from tests import ledger
-from tests.chaos.harness import chaos_run, record_figures
+from tests.scenario import record_figures, scenario
 from tests.servers import PrivateServer
 
 RESTARTS = 3
@@ -32,7 +33,7 @@ async def test_server_restarts_lose_nothing(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     server: PrivateServer = request.getfixturevalue(f"private_{backend}")
-    async with chaos_run(backend, tmp_path, base_url=server.url, lease_timeout=LEASE) as run:
+    async with scenario(backend, tmp_path, base_url=server.url, lease_timeout=LEASE) as run:
         run.producer("p", 1200, "--batch", "20", "--pause", "0.1", "--seconds", "0.02")
         workers = [run.worker("--concurrency", "10") for _ in range(2)]
         await run.until(lambda: len(run.book.done) >= 50, 30, "workers running")
@@ -47,9 +48,10 @@ async def test_server_restarts_lose_nothing(
             for task in backlog:
                 ledger.append(run.book.path, "enqueued", task.id)
             _, up = await asyncio.to_thread(server.restart, DOWN)
-            await run.until(lambda: len(ledger.starts_after(run.book.path, up)) == 2, 10,
+            resumed = functools.partial(ledger.starts_after, run.book.path, up)
+            await run.until(lambda: len(resumed()) == 2, 10,  # noqa: B023 - awaited here
                             f"both workers working after restart {n + 1}")
-            resume.append(max(ledger.starts_after(run.book.path, up).values()) - up)
+            resume.append(max(resumed().values()) - up)
             assert all(w.alive for w in workers), run.logs()
             await asyncio.sleep(1.0)
         await run.until(lambda: run.book.counts["enqueued"] >= 1200 + RESTARTS * BACKLOG, 60,

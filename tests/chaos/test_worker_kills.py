@@ -4,6 +4,7 @@ kill run twice, never two at once, and an orphan runs again about one lease afte
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from omniq import TaskStatus
 from tests import ledger
-from tests.chaos.harness import DURABLE, chaos_run, record_figures
+from tests.scenario import DURABLE, record_figures, scenario
 
 LEASE = 2.0
 KILLS = 3
@@ -26,14 +27,16 @@ DEFAULT_WORK = (2000, 50)
 @pytest.mark.parametrize("backend", DURABLE)
 async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> None:
     total, batch = WORK.get(backend, DEFAULT_WORK)
-    async with chaos_run(backend, tmp_path, lease_timeout=LEASE) as run:
+    async with scenario(backend, tmp_path, lease_timeout=LEASE) as run:
         run.producer("k", total, "--batch", str(batch), "--pause", "0.2", "--seconds", "0.05")
         workers = [run.worker("--concurrency", "10") for _ in range(2)]
         kills: list[tuple[int, float, set[str]]] = []  # pid, killed at, tasks it held
         for n in range(KILLS):
             await asyncio.sleep(KILL_EVERY)
             victim = workers[n % 2]
-            await run.until(lambda: run.book.running[victim.pid], 30, "victim busy", 0.005)
+            # Several tasks under way, so some are still unfinished when the kill lands.
+            busy = functools.partial(lambda pid: len(run.book.running[pid]) >= 3, victim.pid)
+            await run.until(busy, 30, "victim busy", 0.005)
             killed_at = run.kill(victim)
             running = await run.queue.list_tasks(status=TaskStatus.RUNNING, limit=10_000)
             held = {t.id for t in running if f":{victim.pid}:" in (t.worker_id or "")}
@@ -53,10 +56,13 @@ async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> N
         assert report.duplicates <= in_flight
         stats = await run.queue.stats()
         assert stats.completed == total and stats.total == total, stats
+        reclaimed = await run.queue.get_tasks(sorted(orphans))
+        assert all(t.attempts >= 2 for t in reclaimed.values())
+        assert all(t.retries == 0 for t in reclaimed.values()), "a lost lease costs no retry"
 
+        assert orphans, "no victim held a task: kill sooner or make tasks longer"
         recovery = []
-        for _, killed_at, held in kills:
-            assert held, "the victim held no task: kill sooner or make tasks longer"
+        for _, killed_at, held in (k for k in kills if k[2]):
             again = {e.key: e.at for e in reversed(run.book.sorted())
                      if e.event == "started" and e.key in held and e.at > killed_at}
             assert again.keys() == held, f"orphans never ran again: {held - again.keys()}"

@@ -1,5 +1,6 @@
-"""One chaos run: a queue in a fresh namespace, its ledger, the processes started against it
-(all killed and the namespace dropped at the end), and the figures it measured.
+"""One multi-process scenario: a queue in a fresh namespace, its ledger, the worker and
+producer processes started against it (all killed and the namespace dropped at the end), and
+the figures it measured.
 
 Figures go to the JSON-lines file named by ``OMNIQ_RELIABILITY_OUT`` when it is set
 (``scripts/reliability.py`` sets it and turns the lines into docs/reliability.md's table).
@@ -32,8 +33,8 @@ def record_figures(check: str, backend: str, **figures: Any) -> None:
             f.write(json.dumps({"check": check, "backend": backend, **figures}) + "\n")
 
 
-class Run:
-    """Everything one chaos scenario touches."""
+class Scenario:
+    """Everything one scenario touches."""
 
     def __init__(self, backend: str, tmp_path: Path, base_url: str | None,
                  options: dict[str, Any]) -> None:
@@ -108,11 +109,11 @@ class Run:
 
 
 @asynccontextmanager
-async def chaos_run(
+async def scenario(
     backend: str, tmp_path: Path, *, base_url: str | None = None, **options: Any
-) -> AsyncIterator[Run]:
-    """A Run whose processes are killed and whose namespace is dropped afterwards."""
-    run = Run(backend, tmp_path, base_url, options)
+) -> AsyncIterator[Scenario]:
+    """A Scenario whose processes are killed and whose namespace is dropped afterwards."""
+    run = Scenario(backend, tmp_path, base_url, options)
     async with run.queue:
         try:
             yield run
