@@ -76,6 +76,9 @@ class WorkerPool:
         self._running: dict[str, tuple[asyncio.Task[None], Task]] = {}
         self._extended: dict[str, float] = {}
         self._ended_elsewhere: set[str] = set()
+        # Tasks whose function returned: only their outcome is left to write, and a lost lease
+        # makes that write fail with LeaseLostError (logged) rather than being cancelled.
+        self._reporting: set[str] = set()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
         self._changed = asyncio.Event()
@@ -203,6 +206,7 @@ class WorkerPool:
         runner.add_done_callback(lambda _: self._finished(task.id))
 
     def _finished(self, task_id: str) -> None:
+        self._reporting.discard(task_id)
         self._running.pop(task_id, None)
         self._extended.pop(task_id, None)
         self._changed.set()
@@ -265,6 +269,7 @@ class WorkerPool:
         self, task: Task, *, result: Any = None, error: str | None = None, retry: bool = True
     ) -> None:
         """Persist the outcome; keep trying while the backend is down and the lease holds."""
+        self._reporting.add(task.id)
         delay = 0.1
         deadline = time.monotonic() + self.queue.lease_timeout
         while True:
@@ -317,16 +322,16 @@ class WorkerPool:
         due = time.monotonic() - self.queue.lease_timeout / 3
         for task_id, (runner, claimed) in running.items():
             now = current.get(task_id)
-            if now is None or now.status is not TaskStatus.RUNNING or now.lease != claimed.lease:
-                self._ended_elsewhere.add(task_id)
-                runner.cancel()
-            elif self._extended.get(task_id, 0.0) < due:
+            lost = now is None or now.status is not TaskStatus.RUNNING or now.lease != claimed.lease
+            if not lost and self._extended.get(task_id, 0.0) < due:
                 try:
                     await self.queue.extend_lease(task_id, lease=claimed.lease)
                     self._extended[task_id] = time.monotonic()
                 except (LeaseLostError, TaskNotFoundError):
-                    self._ended_elsewhere.add(task_id)
-                    runner.cancel()
+                    lost = True
+            if lost and task_id not in self._reporting:
+                self._ended_elsewhere.add(task_id)
+                runner.cancel()
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def run_suite(args: list[str]) -> tuple[int, Figures]:
 
 def cell(figures: Figures, check: str, backend: str, show: Any) -> str:
     row = figures.get(check, {}).get(backend)
-    return "n/a" if row is None else str(show(row))
+    return "—" if row is None else str(show(row))
 
 
 def table(figures: Figures) -> str:

@@ -93,13 +93,13 @@ async def test_corrupt_records_fail_and_the_worker_goes_on(backend: str, tmp_pat
             assert ended[task_id].error.startswith("SerializationError: stored task could not")
             assert isinstance(ended[task_id].result, bytes)  # the undecodable bytes, kept
         assert ended["evil"].error is not None and "TaskNotAllowedError" in ended["evil"].error
+        assert worker.alive
+        await run.stop_all()  # outcomes of tasks logged done are written by then
         child = await run.queue.get_task("child")
         assert child is not None and child.status is TaskStatus.CANCELLED
         assert "bad-0" in (child.error or "")
-        assert worker.alive
         stats = await run.queue.stats()
         assert (stats.completed, stats.failed, stats.cancelled) == (len(good), len(bad) + 1, 1)
-        await run.stop_all()
         report = ledger.check(run.book.path)
         assert report.done == set(good) and report.duplicates == 0
         logged = {t for t in bad if f"task {t}: stored record unreadable" in worker.output()}

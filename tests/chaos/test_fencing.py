@@ -12,6 +12,7 @@ import pytest
 
 from omniq import Task, TaskStatus
 from tests import ledger
+from tests.helpers import eventually
 from tests.scenario import DURABLE, record_figures, scenario
 
 LEASE = 1.0
@@ -32,8 +33,12 @@ async def test_a_frozen_worker_is_fenced(backend: str, tmp_path: Path) -> None:
             fresh = run.worker("--concurrency", "1")
             await run.until(lambda: "slow" in run.book.done, 30, "second worker done")
             taken_over = time.monotonic() - frozen_at
-            settled = await run.queue.get_task("slow")
-            assert settled is not None and settled.status is TaskStatus.COMPLETED
+
+            async def completed() -> Task | None:
+                task = await run.queue.get_task("slow")
+                return task if task is not None and task.status is TaskStatus.COMPLETED else None
+
+            settled = await eventually(completed, timeout=30)
             assert settled.result == fresh.pid and settled.attempts == 2
         finally:
             stale.signal(signal.SIGCONT)
