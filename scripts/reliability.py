@@ -58,9 +58,9 @@ def table(figures: Figures) -> str:
             figures.get(c, {}).get(b, {}).get("overlaps", 0)
             for c in ("worker_kill", "server_restart", "concurrency"))),
         ("kill → orphan runs again (max / mean)", "worker_kill",
-         lambda r: f"{r['recovery_max']} s / {r['recovery_mean']} s"),
+         lambda r: f"{r['wait_max']} s / {r['wait_mean']} s"),
         ("server back → work resumes (max / mean)", "server_restart",
-         lambda r: f"{r['resume_max']} s / {r['resume_mean']} s"),
+         lambda r: f"{r['wait_max']} s / {r['wait_mean']} s"),
         ("stale completion fenced", "fencing", lambda r: "yes" if r["fenced"] else "NO"),
         ("corrupt records FAILED, good done", "bad_input_raw",
          lambda r: f"{r['failed']}/{r['corrupt']}, {r['good_done']}"),

@@ -33,6 +33,17 @@ def record_figures(check: str, backend: str, **figures: Any) -> None:
             f.write(json.dumps({"check": check, "backend": backend, **figures}) + "\n")
 
 
+def record_run(check: str, backend: str, report: ledger.Report, waits: list[float],
+               **figures: Any) -> None:
+    """A faulty run's figures: what its ledger counted, and the longest and mean of the waits
+    it measured (kill to orphan running again, server back to work resuming)."""
+    record_figures(
+        check, backend, lost=len(report.lost), duplicates=report.duplicates,
+        overlaps=len(report.overlaps), wait_max=round(max(waits), 2),
+        wait_mean=round(sum(waits) / len(waits), 2), **figures,
+    )
+
+
 class Scenario:
     """Everything one scenario touches."""
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from pathlib import Path
 
 import pytest
 
 from omniq import Task, TaskStatus
 from tests import ledger
-from tests.scenario import record_figures, scenario
+from tests.scenario import record_run, scenario
 from tests.servers import PrivateServer
 
 RESTARTS = 3
@@ -70,12 +69,5 @@ async def test_server_restarts_lose_nothing(
         assert {t.status for t in stored.values()} == {TaskStatus.COMPLETED}
         assert len(stored) == len(report.enqueued)
         assert max(resume) < RESUME_LIMIT, f"resumed after {resume}"
-        record_figures(
-            "server_restart", backend, tasks=len(report.enqueued), restarts=RESTARTS,
-            down=DOWN, lost=len(report.lost), duplicates=report.duplicates,
-            overlaps=len(report.overlaps), resume_max=round(max(resume), 2),
-            resume_mean=round(sum(resume) / len(resume), 2),
-        )
-        print(f"{backend}: {RESTARTS} restarts, {len(report.enqueued)} tasks, "
-              f"{report.duplicates} re-run, resumed after {[round(r, 2) for r in resume]} s "
-              f"({time.monotonic():.0f})")
+        record_run("server_restart", backend, report, resume, tasks=len(report.enqueued),
+                   restarts=RESTARTS, down=DOWN)

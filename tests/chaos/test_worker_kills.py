@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from pathlib import Path
 
 import pytest
 
 from omniq import TaskStatus
 from tests import ledger
-from tests.scenario import DURABLE, record_figures, scenario
+from tests.scenario import DURABLE, record_run, scenario
 
 LEASE = 2.0
 KILLS = 3
@@ -67,12 +66,5 @@ async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> N
                      if e.event == "started" and e.key in held and e.at > killed_at}
             assert again.keys() == held, f"orphans never ran again: {held - again.keys()}"
             recovery.append(max(again.values()) - killed_at)
-        record_figures(
-            "worker_kill", backend, tasks=total, kills=KILLS, lease=LEASE,
-            in_flight=in_flight, lost=len(report.lost), duplicates=report.duplicates,
-            overlaps=len(report.overlaps), recovery_max=round(max(recovery), 2),
-            recovery_mean=round(sum(recovery) / len(recovery), 2),
-        )
-        print(f"{backend}: {KILLS} kills, {in_flight} in flight, "
-              f"{report.duplicates} re-run, recovery {max(recovery):.2f}s max "
-              f"(run {time.monotonic() - kills[0][1] + KILL_EVERY:.1f}s)")
+        record_run("worker_kill", backend, report, recovery, tasks=total, kills=KILLS,
+                   lease=LEASE, in_flight=in_flight)
