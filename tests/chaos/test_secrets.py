@@ -57,13 +57,15 @@ async def test_a_password_never_shows(
         await run.until(lambda: "before" in run.book.done, 30, "first task done")
 
         await asyncio.to_thread(server.stop)  # clients meet a dead server, then reconnect
-        with pytest.raises(BackendError) as info:
-            for _ in range(50):  # a pooled connection may not know yet
-                await run.queue.get_task("before")
-                await asyncio.sleep(0.05)
-        seen.append("".join(traceback.format_exception(info.value)))
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(server.start)
+        try:
+            with pytest.raises(BackendError) as info:
+                for _ in range(50):  # a pooled connection may not know yet
+                    await run.queue.get_task("before")
+                    await asyncio.sleep(0.05)
+            seen.append("".join(traceback.format_exception(info.value)))
+            await asyncio.sleep(1.0)
+        finally:
+            await asyncio.to_thread(server.start)
 
         await run.settled(["before"])
         await run.queue.enqueue(Task(func=ledger.record, id="after", args=(book, "after")))
