@@ -21,7 +21,9 @@ log = logging.getLogger("omniq.worker")
 
 #: Most outcomes written in one batch.
 MAX_BATCH = 500
-_MAX_BACKOFF = 5.0
+#: Longest wait between retries while the backend is down (work resumes within this of its
+#: return).
+MAX_BACKOFF = 2.0
 
 #: Called with the task's new state, the error that stopped the write (``LeaseLostError``,
 #: ``TaskNotFoundError``, ...), or the ``BackendError`` of a backend that stayed unavailable.
@@ -86,4 +88,4 @@ class OutcomeWriter:
                 log.warning("recording %d outcome(s) failed (%s); retrying in %.1fs",
                             len(outcomes), exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
+                delay = min(delay * 2, MAX_BACKOFF)

@@ -61,7 +61,7 @@ def reference(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
     ref = f"{module}:{qualname}"
-    if not module or not qualname or not _REF.match(ref):
+    if not module or not qualname or not _REF.fullmatch(ref):
         raise SerializationError(
             f"cannot reference function {qualname or func!r}: only module-level functions can be "
             "stored (lambdas and nested functions work with MemoryTaskQueue only)"
@@ -71,7 +71,7 @@ def reference(func: Callable[..., Any]) -> str:
 
 def check_reference(ref: str) -> str:
     """Validate the shape of a ``"module:qualname"`` string."""
-    if not isinstance(ref, str) or not _REF.match(ref):
+    if not isinstance(ref, str) or not _REF.fullmatch(ref):
         raise InvalidTaskError(f"invalid function reference {ref!r} (expected 'module:qualname')")
     return ref
 

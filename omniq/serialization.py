@@ -24,6 +24,17 @@ def encode(value: Any, *, what: str = "value") -> bytes:
         raise SerializationError(f"cannot serialise {what}: {exc}") from None
 
 
+def encode_checked(value: Any, *, what: str = "value") -> bytes:
+    """``encode``, then make sure the bytes decode: a ``msgspec.Raw`` is written verbatim, so
+    invalid msgpack inside one would be stored and break every later read of the task."""
+    data = encode(value, what=what)
+    try:
+        _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"cannot serialise {what}: not valid msgpack ({exc})") from None
+    return data
+
+
 def decode(data: bytes, type: type[T] | None = None) -> T:
     """Decode msgpack, into ``type`` when given (validated by msgspec)."""
     try:

@@ -29,10 +29,11 @@ from omniq.exceptions import (
     TaskNotFoundError,
 )
 from omniq.models.task import Task, TaskStatus, check_queue_name
+from omniq.outcomes import MAX_BACKOFF as _MAX_BACKOFF
 from omniq.outcomes import OutcomeWriter
 from omniq.queue.base import BaseTaskQueue, Outcome
 from omniq.registry import Allowlist
-from omniq.serialization import encode
+from omniq.serialization import encode_checked
 
 log = logging.getLogger("omniq.worker")
 
@@ -53,7 +54,8 @@ Hook = Callable[[Task], Awaitable[None] | None]
 #: through. ``omniq.tracing`` runs the function inside a span this way.
 RunMiddleware = Callable[[Task, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 EVENTS = ("started", "completed", "failed", "retried", "cancelled", "expired")
-_MAX_BACKOFF = 5.0
+# Longest pause between attempts while the backend is down: work resumes at most this long
+# (plus a reconnect) after the backend returns.
 
 
 class WorkerPool:
@@ -166,6 +168,7 @@ class WorkerPool:
                 # Read before claiming: work made ready during the claim must wake us.
                 since = self.queue.generation
                 claimed = await self._claim_some()
+                backoff = 0.1  # the backend answered: the next outage starts afresh
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
                         self._changed.clear()  # set again when a slot frees
@@ -175,7 +178,6 @@ class WorkerPool:
                         and await self._drained():
                     return
                 await self._idle(since)
-                backoff = 0.1
             except BackendError as exc:
                 log.warning("backend unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._wait(asyncio.sleep(backoff))
@@ -251,7 +253,7 @@ class WorkerPool:
         try:
             call = self._call_through_middleware if self._run_middleware else self._call
             result = await call(func, task)
-            encode(result, what=f"result of task {task.id}")
+            encode_checked(result, what=f"result of task {task.id}")
         except asyncio.CancelledError:
             await self._interrupted(task)
             return
@@ -328,7 +330,8 @@ class WorkerPool:
             log.error("task %s: outcome lost, backend unavailable: %s", claimed.id, state)
             return
         if isinstance(state, OmniQError):
-            log.warning("task %s: outcome not recorded: %s", claimed.id, state)
+            log.warning("task %s: outcome not recorded (%s): %s", claimed.id,
+                        type(state).__name__, state)
             return
         if success:
             event = "completed"

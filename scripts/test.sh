@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install OmniQ with every backend and the test tools into .venv, then run the whole suite
 # (lint, types, tests), installing Debian's chromium for the dashboard's browser test if it is
-# missing. Extra arguments go to pytest. Needs PostgreSQL, Redis and NATS on
-# loopback for the server backends: ../shared/services.sh (or your own) starts them.
+# missing. Extra arguments go to pytest. Needs PostgreSQL, Redis and NATS on loopback for the
+# server backends: ../shared/services.sh (or your own) starts them; the chaos suite also runs
+# private redis-server, nats-server and PostgreSQL (initdb/pg_ctl) instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -1,15 +1,19 @@
-"""Fixtures: a `queue` parametrized over every backend, each test in a fresh namespace.
+"""Fixtures: a `queue` parametrized over every backend, each test in a fresh namespace, and
+private servers (``private_redis``, ``private_postgres``, ``private_nats``) for tests that
+restart one.
 
 Server backends read OMNIQ_TEST_POSTGRES_DSN, OMNIQ_TEST_REDIS_URL and OMNIQ_TEST_NATS_URL.
-A server that cannot be reached skips its tests locally, and fails them under CI=true.
+A server that cannot be reached (or, for a private one, started) skips its tests locally, and
+fails them under CI=true.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from omniq.queue.base import BaseTaskQueue
+from tests import servers
 
 POSTGRES_DSN = os.environ.get(
     "OMNIQ_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/omniq_test"
@@ -34,6 +39,13 @@ def new_namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+def unavailable(message: str) -> None:
+    """Skip the test, or fail it under CI=true (where every backend must be tested)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_server(backend: str) -> None:
     """Skip (or, under CI=true, fail) when the backend's server is not listening."""
     url = SERVERS.get(backend)
@@ -43,10 +55,43 @@ def require_server(backend: str) -> None:
     try:
         socket.create_connection((parts.hostname, parts.port), timeout=2).close()
     except OSError:
-        message = f"{backend} server not reachable at {parts.hostname}:{parts.port}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{backend} server not reachable at {parts.hostname}:{parts.port}")
+
+
+def _private(kind: str) -> Iterator[servers.PrivateServer]:
+    kind_class = servers.SERVERS[kind]
+    problem = kind_class.missing()
+    if problem is not None:
+        unavailable(f"private {kind} server: {problem}")
+    server = None
+    try:
+        server = kind_class()
+        server.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        if server is not None:
+            server.close()
+        unavailable(f"private {kind} server did not start: {exc}")
+    assert server is not None
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[servers.PrivateServer]:
+    """A Redis of this test session (AOF, fsync always), free to be restarted."""
+    yield from _private("redis")
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[servers.PrivateServer]:
+    """A PostgreSQL cluster of this test session, free to be restarted."""
+    yield from _private("postgres")
+
+
+@pytest.fixture(scope="session")
+def private_nats() -> Iterator[servers.PrivateServer]:
+    """A NATS JetStream server of this test session, free to be restarted."""
+    yield from _private("nats")
 
 
 def backend_url(backend: str, tmp_path: Path, namespace: str) -> str:

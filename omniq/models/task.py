@@ -53,7 +53,7 @@ def _new_id() -> str:
 
 def check_id(task_id: object) -> str:
     """Validate a task id: 1-128 of [A-Za-z0-9_.:-], starting alphanumeric, no '..'."""
-    if not isinstance(task_id, str) or not _ID.match(task_id) or ".." in task_id:
+    if not isinstance(task_id, str) or not _ID.fullmatch(task_id) or ".." in task_id:
         raise InvalidTaskError(
             f"invalid task id {task_id!r}: 1-128 of [A-Za-z0-9_.:-], starting with a letter or "
             "digit, without '..'"
@@ -66,7 +66,7 @@ def check_queue_name(name: object) -> str:
     trailing '.'."""
     if (
         not isinstance(name, str)
-        or not _QUEUE.match(name)
+        or not _QUEUE.fullmatch(name)
         or ".." in name
         or name.endswith(".")
     ):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import logging
 import re
 import time
 import uuid
@@ -36,7 +37,8 @@ from omniq.exceptions import (
 )
 from omniq.models.task import Task, TaskStatus, check_id, check_queue_name
 from omniq.queue import rules
-from omniq.serialization import encode
+from omniq.queue.unreadable import Unreadable, failed_record
+from omniq.serialization import encode_checked
 
 #: Wraps storing new tasks: ``await middleware(tasks, store)`` calls ``await store(tasks)``
 #: (``tasks`` possibly replaced by copies with more ``headers``, same ids, same order) and
@@ -50,6 +52,7 @@ TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 _CAS_ATTEMPTS = 100
 #: get_result re-reads a task at least this often (first, most), in case a wake-up was lost.
 RESULT_POLL = (0.005, 0.1)
+log = logging.getLogger("omniq.queue")
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -118,7 +121,7 @@ class BaseTaskQueue(ABC):
         namespace: str = "omniq",
         max_payload: int = 1 << 20,
     ) -> None:
-        if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise InvalidTaskError(
                 f"invalid namespace {namespace!r}: 1-48 of [A-Za-z0-9_-], starting with a letter"
             )
@@ -232,7 +235,7 @@ class BaseTaskQueue(ABC):
             else:
                 task = copy.copy(task)  # the caller's Task stays as it was; no re-validation
                 task.func = ref
-        payload = encode((task.args, task.kwargs), what=f"arguments of task {task.id}")
+        payload = encode_checked((task.args, task.kwargs), what=f"arguments of task {task.id}")
         if len(payload) > self.max_payload:
             raise InvalidTaskError(
                 f"task {task.id} payload is {len(payload)} bytes, over max_payload "
@@ -272,7 +275,9 @@ class BaseTaskQueue(ABC):
             assert moment is not None
             expire = functools.partial(rules.expired, now=moment)
             for task in claimed:
-                if rules.ttl_passed(task, moment):
+                if isinstance(task, Unreadable):
+                    await self._fail_unreadable(task)
+                elif rules.ttl_passed(task, moment):
                     result.expired.append(await self._apply(task.id, expire, known=task))
                 else:
                     result.runnable.append(task)
@@ -280,11 +285,30 @@ class BaseTaskQueue(ABC):
                 break
         return result
 
+    async def _fail_unreadable(self, record: Unreadable) -> None:
+        """Store a record a claim could not decode as FAILED, with the reason, so no worker
+        meets it again; its waiting dependents are cancelled as for any failure."""
+        try:
+            task = failed_record(record, utcnow())
+        except InvalidTaskError as exc:  # not even its id or queue name is valid
+            log.error("unreadable record %r left in place: %s (%s)", record.id, record.reason, exc)
+            return
+        if await self._replace_unreadable(record, task):
+            log.warning("task %s: stored record unreadable, marked FAILED: %s",
+                        task.id, record.reason)
+            await self._settle_dependents([task.id])
+
+    async def _replace_unreadable(self, record: Unreadable, task: Task) -> bool:
+        """Write ``task`` over the unreadable record if it is still that version. This
+        default compares the revision (backends that keep it outside the record body);
+        others override it, using ``record.token``."""
+        return await self._replace(task, record.revision)
+
     # -- outcomes ---------------------------------------------------------------------------
 
     async def complete(self, task_id: str, result: Any = None, *, lease: str | None = None) -> None:
         """Mark a running task COMPLETED with ``result`` (recurring: back to SCHEDULED)."""
-        encode(result, what=f"result of task {task_id}")
+        encode_checked(result, what=f"result of task {task_id}")
         await self.finish(task_id, lambda t, now: rules.completed(t, result, now), lease=lease)
 
     async def fail(
@@ -420,16 +444,19 @@ class BaseTaskQueue(ABC):
         self,
         queue_name: str | None = None,
         status: TaskStatus | str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
         *,
         offset: int = 0,
         newest_first: bool = False,
     ) -> list[Task]:
         """Tasks in enqueue order (``newest_first``: the reverse), optionally of one queue and
-        one status; the first ``offset`` of them skipped, at most ``limit`` returned."""
+        one status; the first ``offset`` of them skipped, at most ``limit`` returned (``None``:
+        all of them)."""
         if queue_name is not None:
             check_queue_name(queue_name)
         for name, value in (("limit", limit), ("offset", offset)):
+            if value is None and name == "limit":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
         statuses = None if status is None else [TaskStatus(status)]
@@ -722,13 +749,14 @@ class BaseTaskQueue(ABC):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> Sequence[Task | Unreadable]:
         """Atomically take up to ``limit`` tasks of the queue whose ready time (``rules.ready_at``)
         is <= now, highest priority first, then earliest ready time, then enqueue order, and
         store them RUNNING: lease, worker_id, attempts + 1, started_at = now,
         lease_expires_at = lease_expires, revision + 1. Returns them in that order.
         Takes nothing while the queue is paused, checked in the same atomic step, so a claim
-        costs one round trip."""
+        costs one round trip. A record that does not decode comes back as ``Unreadable``
+        (in its place in the order); the queue then marks it FAILED."""
 
     @abstractmethod
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:

@@ -6,8 +6,10 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from omniq.exceptions import SerializationError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue import rules
+from omniq.queue.unreadable import Unreadable
 from omniq.serialization import decode_task, encode_task
 
 #: Written columns besides ``id``, in the order of ``row_values``.
@@ -61,3 +63,13 @@ def queue_names_sql(table: str) -> str:
         SELECT (SELECT min(queue_name) FROM {table} WHERE queue_name > q.name)
         FROM q WHERE q.name IS NOT NULL)
     SELECT name FROM q WHERE name IS NOT NULL"""
+
+
+def claimed_from_row(row: Any, queue_name: str) -> Task | Unreadable:
+    """A claimed row's task, or ``Unreadable`` if its body does not decode (the revision
+    column, which the claim just bumped, fences the replacement)."""
+    try:
+        return task_from_row(row)
+    except SerializationError as exc:
+        return Unreadable(id=row[1], queue_name=queue_name, reason=str(exc), raw=bytes(row[9]),
+                          revision=row[4])

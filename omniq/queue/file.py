@@ -37,10 +37,11 @@ from urllib.parse import unquote
 
 from msgspec.structs import replace
 
-from omniq.exceptions import BackendError, InvalidTaskError
+from omniq.exceptions import BackendError, InvalidTaskError, SerializationError
 from omniq.models.task import Task, TaskStatus, check_queue_name
 from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue, until_changed
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver, redact
 from omniq.serialization import decode, decode_task, encode, encode_task
 
@@ -526,12 +527,12 @@ class FileTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         folder = f"ready/{_escape(queue_name)}"
         cutoff = f"{_tkey(now):018d}"
         started, expires = rules.from_epoch(now), rules.from_epoch(lease_expires)
 
-        def claim(ops: list[Op]) -> list[Task]:
+        def claim(ops: list[Op]) -> list[Task | Unreadable]:
             if self._store.exists(f"paused/{_escape(queue_name)}"):
                 return []  # checked under the same lock as the claim
             # Names sort in claim order (priority, ready time, enqueue order): no decoding.
@@ -539,13 +540,17 @@ class FileTaskQueue(BaseTaskQueue):
             if names is None:
                 names = sorted(filter(_READY.fullmatch, self._store.names(folder)))
                 self._ready[folder] = names
-            taken: list[Task] = []
+            taken: list[Task | Unreadable] = []
             for name in names:
                 if len(taken) >= limit:
                     break
                 if name[11:29] > cutoff:
                     continue
-                record = self._read(f"tasks/{name[43:]}.msgpack")
+                try:
+                    record = self._read(f"tasks/{name[43:]}.msgpack")
+                except SerializationError as exc:
+                    taken.append(self._unreadable(queue_name, f"{folder}/{name}", exc, ops))
+                    continue
                 if record is None or f"{folder}/{name}" not in self._entries(*record):
                     ops.append(("rm", f"{folder}/{name}", None))  # a stale hint
                     continue
@@ -560,6 +565,34 @@ class FileTaskQueue(BaseTaskQueue):
             return taken
 
         return await self._write(claim)
+
+    def _unreadable(self, queue_name: str, hint: str, exc: Exception, ops: list[Op]) -> Unreadable:
+        # The record is left as it is (a claim cannot rewrite what it cannot decode); the
+        # replacement compares its bytes. An id kept only as a hash cannot be recovered:
+        # such a record loses its ready hint, so claims stop meeting it.
+        fid = hint.rpartition("/")[2][43:]
+        raw = self._store.read(f"tasks/{fid}.msgpack") or b""
+        if fid.startswith("~"):
+            ops.append(("rm", hint, None))
+        return Unreadable(id=unquote(fid), queue_name=queue_name, reason=str(exc), raw=raw,
+                          token=hint)
+
+    async def _replace_unreadable(self, record: Unreadable, task: Task) -> bool:
+        hint = str(record.token)
+        seq = int(hint.rpartition("/")[2][30:42])  # ready hints name the enqueue sequence
+
+        def swap(ops: list[Op]) -> bool:
+            if self._store.read(_record(task.id)) != record.raw:
+                return False  # changed meanwhile: someone else dealt with it
+            fq, fid = _escape(task.queue_name), _fid(task.id)
+            new = self._entries(seq, task)
+            old = {hint, *(f"state/{fq}/{s.value}/{seq:012d}-{fid}" for s in TaskStatus)}
+            ops.extend(("rm", rel, None) for rel in sorted(old - new)
+                       if rel == hint or self._store.exists(rel))
+            self._change(ops, seq, None, task)
+            return True
+
+        return await self._write(swap)
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         def extend(ops: list[Op]) -> bool:

@@ -11,18 +11,19 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 from msgspec.structs import replace
 
-from omniq.exceptions import BackendError, InvalidTaskError
+from omniq.exceptions import BackendError, InvalidTaskError, SerializationError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver, redact
 from omniq.serialization import decode_task, encode_task
 
@@ -32,6 +33,7 @@ js_api = import_driver("nats.js.api")
 js_errors = import_driver("nats.js.errors")
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KV_OP = "KV-Operation"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
@@ -110,6 +112,8 @@ class _Index:
 
     def clear(self) -> None:
         self.rows: dict[str, _Row] = {}
+        # Records whose head does not decode: id -> (bucket revision, raw value, reason).
+        self.broken: dict[str, tuple[int, bytes, str]] = {}
         self.members: defaultdict[tuple[str, TaskStatus], set[str]] = defaultdict(set)
         self.children: defaultdict[str, set[str]] = defaultdict(set)
         self.paused: set[str] = set()
@@ -117,8 +121,11 @@ class _Index:
         self.later: defaultdict[str, list[tuple[float, _Entry]]] = defaultdict(list)
         self.seen = 0
         self.written = 0  # the newest revision this process wrote
+        self.created: Any = None  # when the mirrored bucket was created
 
     def put(self, task_id: str, kv: int, head: _Head) -> bool:
+        if not self._forget_broken(task_id, kv):
+            return False
         old = self.rows.get(task_id)
         if old is not None:
             if kv <= old.kv:
@@ -135,12 +142,31 @@ class _Index:
         return True
 
     def remove(self, task_id: str, kv: int) -> _Row | None:
+        self._forget_broken(task_id, kv)
         old = self.rows.get(task_id)
         if old is None or kv <= old.kv:
             return None
         del self.rows[task_id]
         self._unlink(task_id, old)
         return old
+
+    def mark_broken(self, task_id: str, kv: int, raw: bytes, reason: str) -> bool:
+        """Version ``kv`` of the record does not decode: it replaces any older row."""
+        if self.remove(task_id, kv) is None and task_id in self.rows:
+            return False  # what we hold is newer
+        if task_id in self.broken:
+            return False  # _forget_broken kept it: newer than kv
+        self.broken[task_id] = (kv, raw, reason)
+        return True
+
+    def _forget_broken(self, task_id: str, kv: int) -> bool:
+        """Drop an undecodable version older than ``kv``; False if it is newer."""
+        known = self.broken.get(task_id)
+        if known is not None:
+            if kv <= known[0]:
+                return False
+            del self.broken[task_id]
+        return True
 
     def _unlink(self, task_id: str, row: _Row) -> None:
         self.members[(row.head.queue, row.head.status)].discard(task_id)
@@ -235,6 +261,8 @@ class NATSTaskQueue(BaseTaskQueue):
         self._listeners: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._acks: dict[str, asyncio.Future[Any]] = {}
+        # Done when the current connection drops: replies to what was sent on it never come.
+        self._link: asyncio.Future[None] | None = None
         self._inbox = ""
         self._counter = 0
 
@@ -303,6 +331,7 @@ class NATSTaskQueue(BaseTaskQueue):
                 if self._nc is None or self._nc.is_closed:
                     await self._teardown()
                     self._nc = await self._dial()
+                    self._link = asyncio.get_running_loop().create_future()
                     self._js = self._nc.jetstream(timeout=self.timeout)
                     self._inbox = self._nc.new_inbox()
                     await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
@@ -348,6 +377,8 @@ class NATSTaskQueue(BaseTaskQueue):
         if self._nc is None:  # our own close()
             return
         _log.warning("lost the NATS connection (%s); reconnecting", self._where)
+        if self._link is not None and not self._link.done():
+            self._link.set_result(None)
         for _, fut in self._listeners:  # idle workers learn at once, and back off
             if not fut.done():
                 fut.set_exception(BackendError(f"lost the NATS connection ({self._where})"))
@@ -355,6 +386,7 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _on_reconnect(self) -> None:
         # The server may have lost our ephemeral watcher: rebuild it from where it stopped.
         _log.info("reconnected to NATS (%s)", self._where)
+        self._link = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(self._rewatch())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -409,8 +441,8 @@ class NATSTaskQueue(BaseTaskQueue):
             else:
                 try:
                     head = _decode(msg.data)
-                except msgspec.DecodeError:
-                    _log.warning("ignoring an undecodable record %r in %s", name, self._bucket)
+                except msgspec.DecodeError as exc:
+                    self._broken(name, kv, msg.data, exc, watched=True)
                 else:
                     self._absorb(name, kv, head, watched=True)
         elif kind == "p":
@@ -430,6 +462,16 @@ class NATSTaskQueue(BaseTaskQueue):
             self._wake(head.queue, head.ready_at is not None
                        and head.status is not TaskStatus.RUNNING)
 
+    def _broken(self, task_id: str, kv: int, raw: bytes, exc: Exception, *,
+                watched: bool = False) -> None:
+        # Claims of any queue report it (its queue cannot be read), so wake every worker.
+        reason = f"cannot decode stored data: {exc}"
+        if (watched or kv > self._index.seen) and self._index.mark_broken(task_id, kv, raw, reason):
+            self._mark_ready()
+            for _, fut in self._listeners:
+                if not fut.done():
+                    fut.set_result(None)
+
     def _wake(self, queue: str, ready: bool) -> None:
         if ready:
             self._mark_ready()  # a change between a worker's claim and its wait is not lost
@@ -440,12 +482,15 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _barrier(self) -> None:
         """Wait until the index reflects every write the server acknowledged before now."""
         async with self._errors("reading"):
-            info = await self._js.stream_info(self._stream)
-        target = int(info.state.last_seq)
-        if target < self._index.seen:  # the stream was deleted and created again under us
-            self._index.clear()
-            await self._watch()
-        await self._reach(target)
+            info = await self._replies(self._js.stream_info(self._stream))
+            # The watcher may be ahead of the answer (writes land between the two), so only a
+            # new creation time means the bucket was deleted and created again under us.
+            if self._index.created is not None and info.created != self._index.created:
+                _log.warning("NATS bucket %s was created again; reloading", self._bucket)
+                self._index.clear()
+                await self._watch()
+            self._index.created = info.created
+        await self._reach(int(info.state.last_seq))
 
     async def _reach(self, target: int) -> None:
         """Wait until the watcher delivered revision ``target``, rebuilding it if it stalls."""
@@ -494,8 +539,7 @@ class NATSTaskQueue(BaseTaskQueue):
                         self._acks[tokens[-1]] = loop.create_future()
                         await self._nc.publish(subject, value, reply=f"{self._inbox}.{tokens[-1]}",
                                                headers=headers or None)
-                    acks = await asyncio.wait_for(
-                        asyncio.gather(*(self._acks[t] for t in tokens)), self.timeout)
+                    acks = await self._replies(asyncio.gather(*(self._acks[t] for t in tokens)))
                 finally:
                     for token in tokens:
                         self._acks.pop(token).cancel()
@@ -506,6 +550,25 @@ class NATSTaskQueue(BaseTaskQueue):
                     if ack is not None:
                         self._index.written = max(self._index.written, ack)
         return out
+
+    async def _replies(self, pending: Awaitable[T]) -> T:
+        """Await the reply to what was just sent, within ``timeout``; fail at once if the
+        connection drops first (a server restart) instead of waiting the timeout out."""
+        link = self._link
+        inner = asyncio.ensure_future(pending)
+        waiting = asyncio.ensure_future(asyncio.wait_for(inner, self.timeout))
+        for future in (inner, waiting):
+            future.add_done_callback(_retrieve)  # given up on: nobody else reads its error
+        try:
+            if link is None:
+                return await waiting
+            either: set[asyncio.Future[Any]] = {waiting, link}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                raise nats_errors.Error("the connection dropped before the server replied")
+            return waiting.result()
+        finally:
+            waiting.cancel()
 
     async def _on_ack(self, msg: Any) -> None:
         fut = self._acks.get(msg.subject.rpartition(".")[2])
@@ -543,19 +606,29 @@ class NATSTaskQueue(BaseTaskQueue):
         async with self._errors("reading"):
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
-                for key, got in zip(chunk, await asyncio.gather(*map(one, chunk)), strict=True):
+                got_all = await self._replies(asyncio.gather(*map(one, chunk)))
+                for key, got in zip(chunk, got_all, strict=True):
                     if got is not None:
                         found[key] = got
         return found
 
-    async def _load(self, task_ids: Sequence[str]) -> dict[str, _Row]:
-        """Read records straight from the server (feeding the index with what is newer)."""
+    async def _load(
+        self, task_ids: Sequence[str], unreadable: dict[str, str] | None = None
+    ) -> dict[str, _Row]:
+        """Read records straight from the server (feeding the index with what is newer).
+        Records that do not decode are left out (and their reasons put in ``unreadable``)."""
         fetched = await self._fetch([self._subject("t", i) for i in task_ids])
         rows: dict[str, _Row] = {}
         for task_id in task_ids:
             got = fetched.get(self._subject("t", task_id))
             if got is not None and got[1] is not None:
-                head = _decode(got[1])
+                try:
+                    head = _decode(got[1])
+                except msgspec.DecodeError as exc:
+                    self._broken(task_id, got[0], got[1], exc)
+                    if unreadable is not None:
+                        unreadable[task_id] = str(exc)
+                    continue
                 self._absorb(task_id, got[0], head)
                 rows[task_id] = _Row(got[0], head.seq or got[0], head)
         return rows
@@ -614,7 +687,11 @@ class NATSTaskQueue(BaseTaskQueue):
 
     async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
         await self._ensure()
-        return {i: _task(row.head) for i, row in (await self._load(task_ids)).items()}
+        unreadable: dict[str, str] = {}
+        rows = await self._load(task_ids, unreadable)
+        for task_id, reason in unreadable.items():
+            raise SerializationError(f"cannot decode stored task {task_id}: {reason}")
+        return {i: _task(row.head) for i, row in rows.items()}
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
         await self._ensure()
@@ -658,12 +735,18 @@ class NATSTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         await self._sync()
         if queue_name in self._index.paused:
             return []
-        claimed: list[tuple[_Entry, Task]] = []
-        for _ in range(_CLAIM_ROUNDS):
+        claimed: list[tuple[_Entry, Task | Unreadable]] = []
+        # Records whose head does not decode have no queue or place: any claim reports them.
+        broken = [
+            Unreadable(id=i, queue_name=queue_name, reason=reason, raw=raw, token=kv)
+            for i, (kv, raw, reason) in list(self._index.broken.items())[:limit]
+        ]
+        limit -= len(broken)
+        for _ in range(_CLAIM_ROUNDS if limit else 0):
             self._index.promote(queue_name, now)
             batch = self._index.take(queue_name, limit - len(claimed))
             if not batch:
@@ -689,13 +772,34 @@ class NATSTaskQueue(BaseTaskQueue):
                     lost.append(entry[4])  # another worker (or writer) got there first
                 else:
                     self._absorb(entry[4], kv, head)
-                    claimed.append((entry, _task(head)))
+                    claimed.append((entry, self._claimed(entry[4], head, queue_name)))
             if len(claimed) >= limit:
                 break
             if lost:
                 await self._load(lost)  # their new versions re-enter the heaps if ready
         claimed.sort(key=lambda pair: pair[0])
-        return [task for _, task in claimed]
+        return [*broken, *(task for _, task in claimed)]
+
+    @staticmethod
+    def _claimed(task_id: str, head: _Head, queue_name: str) -> Task | Unreadable:
+        # The head decoded (the claim rewrote it) but the task in it may not: its revision,
+        # kept in the head, fences the replacement.
+        try:
+            return _task(head)
+        except SerializationError as exc:
+            return Unreadable(id=task_id, queue_name=queue_name, reason=str(exc),
+                              raw=head.body, revision=head.revision)
+
+    async def _replace_unreadable(self, record: Unreadable, task: Task) -> bool:
+        if record.token is None:
+            return await super()._replace_unreadable(record, task)
+        # Nothing of the record decodes: compare-and-set on its bucket revision.
+        head = _head(task, int(record.token))
+        [kv] = await self._publish(
+            [(self._subject("t", task.id), _encode(head), int(record.token), False)], "updating")
+        if kv is not None:
+            self._absorb(task.id, kv, head)
+        return kv is not None
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         await self._ensure()
@@ -804,3 +908,8 @@ class NATSTaskQueue(BaseTaskQueue):
             async with self._errors("dropping the namespace"):
                 with suppress(js_errors.NotFoundError):
                     await self._js.delete_stream(self._stream)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -12,7 +12,15 @@ from urllib.parse import unquote, urlsplit
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue
-from omniq.queue.columns import READ, WRITTEN, queue_names_sql, row_values, task_from_row
+from omniq.queue.columns import (
+    READ,
+    WRITTEN,
+    claimed_from_row,
+    queue_names_sql,
+    row_values,
+    task_from_row,
+)
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver, redact
 
 asyncpg = import_driver("asyncpg")
@@ -324,7 +332,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         # The lease expiry becomes the ready time, so a lost worker's task is due again when
         # its lease runs out and this same statement reclaims it.
         self._seen[queue_name] = self._wakes[queue_name]
@@ -347,7 +355,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
             SELECT * FROM claimed ORDER BY priority DESC, was, seq""",
             queue_name, now, limit, lease, worker_id, lease_expires,
         )
-        return [task_from_row(row) for row in rows]
+        return [claimed_from_row(row, queue_name) for row in rows]
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         rows = await self._read(  # repeating it changes nothing more

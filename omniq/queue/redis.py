@@ -34,10 +34,11 @@ from urllib.parse import unquote, urlsplit
 
 from msgspec.structs import replace
 
-from omniq.exceptions import BackendError
+from omniq.exceptions import BackendError, SerializationError
 from omniq.models.task import PRIORITY_MAX, Task, TaskStatus
 from omniq.queue import rules
 from omniq.queue.base import BaseTaskQueue
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver, redact
 from omniq.serialization import decode_task, encode, encode_task
 
@@ -179,7 +180,9 @@ for i = 1, #popped, 2 do
     redis.call('ZREM', skey(q, t[1]), id)
     redis.call('ZADD', skey(q, 'running'), t[4], id)
     redis.call('ZADD', due, ARGV[7], string.sub(m, 1, 8) .. ARGV[8] .. string.sub(m, 25))
-    out[#out + 1] = row(id)
+    local r = row(id)
+    r[#r + 1] = id  -- named, in case its body does not decode
+    out[#out + 1] = r
   end
 end
 return out
@@ -488,14 +491,26 @@ class RedisTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         # Wake-ups published from here on may concern work this claim does not see.
         self._seen[queue_name] = self._wakes[queue_name]
         rows = await self._run("claim", [
             _num(now), queue_name, limit, worker_id or "", lease, _num(lease_expires),
             _time_key(lease_expires),
         ])
-        return [self._task(row) for row in rows]
+        return [self._claimed(row, queue_name) for row in rows]
+
+    def _claimed(self, row: Sequence[bytes | None], queue_name: str) -> Task | Unreadable:
+        # A claim row is a task row plus the id; the hash fields it bumped are intact even
+        # when the body is not, so the revision fences the replacement.
+        fields, task_id = row[:-1], _text(row[-1])
+        try:
+            if fields[0] is None:
+                raise SerializationError("the task body is missing")
+            return self._task(fields)
+        except SerializationError as exc:
+            return Unreadable(id=task_id, queue_name=queue_name, reason=str(exc),
+                              raw=fields[0] or b"", revision=int(fields[2] or 0))
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         args = [_num(time.time()), task_id, lease, _num(until), _time_key(until)]

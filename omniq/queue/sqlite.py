@@ -13,7 +13,15 @@ from typing import Any
 from omniq.exceptions import BackendError
 from omniq.models.task import Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue, until_changed
-from omniq.queue.columns import READ, WRITTEN, queue_names_sql, row_values, task_from_row
+from omniq.queue.columns import (
+    READ,
+    WRITTEN,
+    claimed_from_row,
+    queue_names_sql,
+    row_values,
+    task_from_row,
+)
+from omniq.queue.unreadable import Unreadable
 from omniq.queue.url import import_driver
 
 aiosqlite = import_driver("aiosqlite")
@@ -239,7 +247,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
         worker_id: str | None,
         lease: str,
         lease_expires: float,
-    ) -> list[Task]:
+    ) -> list[Task | Unreadable]:
         # Pick, then take what is still due: the UPDATE re-checks readiness and the pause,
         # so a task another process took in between is skipped (a claim may come back short
         # under contention) and no task is ever taken twice. Two statements, no lock held
@@ -260,7 +268,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             (lease, worker_id, now, lease_expires, *picked, now, queue_name),
         )
         order = {seq: i for i, seq in enumerate(picked)}
-        return [task_from_row(r) for r in sorted(rows, key=lambda r: order[r[0]])]
+        return [claimed_from_row(r, queue_name) for r in sorted(rows, key=lambda r: order[r[0]])]
 
     async def _extend(self, task_id: str, lease: str, until: float) -> bool:
         async with self._conn() as db:

@@ -1,17 +1,11 @@
-"""A TCP forwarder in front of a real server that a test can cut and restore: a server
-outage without touching the shared service."""
+"""A TCP forwarder in front of a real server that a test can cut and restore: connections cut
+without a restart (tests/servers.py has private servers for real restarts)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.servers import free_port
 
 
 class Outage:

@@ -17,8 +17,7 @@ import omniq.queue.file as file_backend
 from omniq import InvalidTaskError, Task, TaskStatus, connect
 from omniq.queue.file import FileTaskQueue
 from omniq.serialization import decode_task
-from tests.backends import ledger_tasks
-from tests.backends.processes import ROOT, done_counts, ledger, start_worker
+from tests.processes import ROOT
 
 NS = "filetest"
 
@@ -171,22 +170,6 @@ async def test_two_processes_claim_each_of_1000_tasks_once(tmp_path: Path) -> No
         tasks = await queue.get_tasks(ids)
         assert {t.status for t in tasks.values()} == {TaskStatus.COMPLETED}
         assert {t.attempts for t in tasks.values()} == {1}
-
-
-async def test_two_worker_processes_run_each_task_exactly_once(tmp_path: Path) -> None:
-    book = tmp_path / "ledger.txt"
-    base = tmp_path / "queue"
-    async with FileTaskQueue(str(base)) as queue:
-        await queue.enqueue_many(
-            [Task(func=ledger_tasks.ledger, args=(str(book), f"k{i}")) for i in range(200)]
-        )
-    workers = [start_worker(f"file://{base}", "--burst", "--concurrency", "4") for _ in range(2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err.decode()[-2000:]
-    counts = done_counts(book)
-    assert set(counts) == {f"k{i}" for i in range(200)} and set(counts.values()) == {1}
-    assert len({pid for _, _, pid in ledger(book)}) == 2
 
 
 async def test_a_journalled_write_cut_by_sigkill_is_finished_on_open(tmp_path: Path) -> None:

@@ -20,11 +20,12 @@ import omniq
 from omniq import BackendError, Task, TaskStatus
 from omniq.queue.base import BaseTaskQueue
 from omniq.queue.nats import NATSTaskQueue
-from tests.backends.outage import Outage, free_port
-from tests.backends.processes import ROOT
+from tests.backends.outage import Outage
 from tests.conformance import tasks
 from tests.conftest import NATS_URL, QueueFactory, new_namespace, require_server
 from tests.helpers import eventually
+from tests.processes import ROOT
+from tests.servers import free_port
 
 SECRET = "S3cret-Pa55w0rd"
 

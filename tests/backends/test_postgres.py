@@ -18,11 +18,12 @@ import pytest
 from omniq import Task, TaskStatus
 from omniq.exceptions import BackendError
 from omniq.queue.postgres import PostgreSQLTaskQueue
-from tests.backends.outage import Outage, free_port
+from tests.backends.outage import Outage
 from tests.conftest import POSTGRES_DSN, new_namespace, require_server
+from tests.processes import ROOT
+from tests.servers import free_port
 
-REF = "tests.backends.ledger_tasks:ledger"
-ROOT = __file__.rsplit("/tests/", 1)[0]
+REF = "tests.ledger:record"
 Factory = Callable[..., Awaitable[PostgreSQLTaskQueue]]
 
 

@@ -10,7 +10,6 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +19,6 @@ from omniq import BackendError, Schedule, Task, TaskStatus
 from omniq.models.task import PRIORITY_MAX, PRIORITY_MIN
 from omniq.queue.base import BaseTaskQueue
 from omniq.queue.redis import RedisTaskQueue
-from tests.backends import ledger_tasks
-from tests.backends.processes import done_counts, ledger, start_worker
 from tests.conformance import tasks
 from tests.conftest import REDIS_URL, QueueFactory, new_namespace, require_server
 
@@ -64,24 +61,6 @@ async def test_two_connections_never_claim_the_same_task(make_queue: QueueFactor
     await asyncio.gather(*(drain(q) for q in (first, second) for _ in range(4)))
     assert len(claimed) == len(set(claimed)), "a task was handed out twice"
     assert sorted(claimed) == sorted(ids)
-
-
-async def test_two_worker_processes_run_each_task_exactly_once(
-    make_queue: QueueFactory, tmp_path: Path
-) -> None:
-    queue = await make_queue()
-    book = tmp_path / "ledger.txt"
-    await queue.enqueue_many(
-        [Task(func=ledger_tasks.ledger, args=(str(book), f"k{i}", 0.05)) for i in range(200)]
-    )
-    url = f"{REDIS_URL}?namespace={queue.namespace}"
-    workers = [start_worker(url, "--burst", "--concurrency", "4") for _ in range(2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err.decode()[-2000:]
-    counts = done_counts(book)
-    assert set(counts) == {f"k{i}" for i in range(200)} and set(counts.values()) == {1}
-    assert len({pid for _, _, pid in ledger(book)}) == 2, "both processes took part"
 
 
 async def test_priorities_order_many_tasks_exactly(queue: BaseTaskQueue) -> None:
