@@ -9,10 +9,12 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +76,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q * len(ordered)))
     return ordered[rank - 1]
+
+
+def print_result(measurement: Coroutine[Any, Any, Any]) -> None:
+    """Run ``measurement`` and print its outcome as the one ``RESULT <json>`` line that
+    ``run.py`` reads (``{"error": ...}`` and exit code 1 if it raised)."""
+    try:
+        outcome = asyncio.run(measurement)
+    except Exception as exc:
+        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        sys.exit(1)
+    print("RESULT " + json.dumps(outcome), flush=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ import time
 from typing import Any
 
 from benchmarks import marks, services
-from benchmarks.common import ROOT, Context, percentile, wait_until
+from benchmarks.common import ROOT, Context, percentile, print_result, wait_until
 from benchmarks.systems import BY_NAME, Entry, load
 from benchmarks.systems.base import System
 
@@ -283,13 +282,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
-    args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        result = asyncio.run(run(args))
-    except Exception as exc:
-        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-        sys.exit(1)
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(run(parse(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

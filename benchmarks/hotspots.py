@@ -119,4 +119,6 @@ def render(found: dict[str, Any], markdown: bool = False) -> str:
             tables.append(report.grid([f"main thread, {kind} time", "% of wall",
                                        "% of main busy"], rows, markdown, left=1))
         parts.append("\n\n".join([head, *tables]))
-    return "\n\n".join(parts)
+    note = ("(EpollSelector.select is the event loop waiting for I/O; the raw py-spy stacks are "
+            "in benchmarks/results/profile-<backend>.pyspy.txt)")
+    return "\n\n".join([*parts, note])

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import time
 
 from benchmarks import services
-from benchmarks.common import NATS, REDIS
+from benchmarks.common import NATS, REDIS, print_result
 
 
 async def redis_ceiling(ns: str, seconds: float) -> float:
@@ -106,12 +104,12 @@ async def nats_ceiling(ns: str, messages: int) -> float:
         await nc.close()
 
 
-async def run(args: argparse.Namespace) -> float:
+async def run(args: argparse.Namespace) -> dict[str, float]:
     if args.server == "redis":
-        return await redis_ceiling(args.ns, args.size / 20_000)
+        return {"rate": await redis_ceiling(args.ns, args.size / 20_000)}
     if args.server == "postgres":
-        return await postgres_ceiling(args.ns, args.size)
-    return await nats_ceiling(args.ns, args.size)
+        return {"rate": await postgres_ceiling(args.ns, args.size)}
+    return {"rate": await nats_ceiling(args.ns, args.size)}
 
 
 def main() -> None:
@@ -120,13 +118,7 @@ def main() -> None:
     p.add_argument("--ns", required=True)
     p.add_argument("--size", type=int, default=50_000,
                    help="jobs/messages (Redis: runs size/20,000 seconds)")
-    args = p.parse_args()
-    try:
-        rate = asyncio.run(run(args))
-    except Exception as exc:
-        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-        sys.exit(1)
-    print("RESULT " + json.dumps({"rate": rate}), flush=True)
+    print_result(run(p.parse_args()))
 
 
 if __name__ == "__main__":

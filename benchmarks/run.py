@@ -237,13 +237,13 @@ def main(argv: list[str] | None = None) -> None:
             found = scale.run(plan, args.backlog)
             found["run"] = {"command": command.strip(), "seconds": time.time() - started}
             text = scale.render(found)
-            print(text)
+            print(text + ("\n\n" + scale.render(found, markdown=True) if args.markdown else ""))
             save(found, "scale", text)
         if args.profile:
             found = hotspots.run(plan, only)
             found["run"] = {"command": command.strip(), "seconds": time.time() - started}
             text = hotspots.render(found)
-            print(text)
+            print(text + ("\n\n" + hotspots.render(found, markdown=True) if args.markdown else ""))
             save(found, "profile", text)
         return
     results = benchmark(plan, only)

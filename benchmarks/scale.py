@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import driver, report, services
+from benchmarks.common import median, print_result
 from benchmarks.systems import BY_NAME, load
 from benchmarks.systems.base import System
 
@@ -117,53 +116,62 @@ async def _process(entry: Any, system: System, ctx: Any, jobs: int) -> dict[str,
 
 
 def run(plan: Any, backlog: int) -> dict[str, Any]:
-    """Every scale measurement, each in its own process."""
+    """Every scale measurement, each in its own process; the small and the large backlog
+    alternate ``plan.reps`` times, so drifts of a shared machine hit both alike."""
     from benchmarks.run import Runner, progress
 
     runner = Runner()
     jobs = min(plan.jobs, 10_000)
-    found: dict[str, Any] = {"jobs": jobs, "backlogs": [10_000, backlog], "backends": {}}
+    found: dict[str, Any] = {"jobs": jobs, "reps": plan.reps, "backlogs": [10_000, backlog],
+                             "backends": {}}
     try:
-        for backend in (*SCALED, *MEMORY_BACKLOG):
-            sizes = [10_000, backlog] if backend in SCALED else [MEMORY_BACKLOG[backend]]
-            rows = found["backends"].setdefault(backend, [])
-            for size in sizes:
-                out = runner.call("project", "benchmarks.scale",
-                                  [backend, "--backlog", str(size), "--jobs", str(jobs)],
-                                  1200 + size / 200)
-                out.setdefault("backlog", size)
-                rows.append(out)
-                progress(f"  {backend:9} backlog {size:>9,}: " + (
-                    out["error"] if "error" in out else
-                    f"enqueue {out['enqueue_rate']:,.0f}/s, {out['bytes_per_task']:,.0f} B/task"
-                    + (f", {out['rate']:,.0f} jobs/s" if "rate" in out else "")))
+        for rep in range(1, plan.reps + 1):
+            progress(f"repetition {rep}/{plan.reps}")
+            for backend in (*SCALED, *MEMORY_BACKLOG):
+                if backend not in SCALED and rep > 1:
+                    continue  # memory per task does not vary between runs
+                sizes = [10_000, backlog] if backend in SCALED else [MEMORY_BACKLOG[backend]]
+                for size in sizes:
+                    out = runner.call("project", "benchmarks.scale",
+                                      [backend, "--backlog", str(size), "--jobs", str(jobs)],
+                                      1200 + size / 200)
+                    out.setdefault("backlog", size)
+                    found["backends"].setdefault(backend, []).append(out)
+                    progress(f"  {backend:9} backlog {size:>9,}: " + (
+                        out["error"] if "error" in out else
+                        f"enqueue {out['enqueue_rate']:,.0f}/s, "
+                        f"{out['bytes_per_task']:,.0f} B/task"
+                        + (f", {out['rate']:,.0f} jobs/s" if "rate" in out else "")))
     finally:
         asyncio.run(services.sweep(runner.prefix))
     return found
 
 
+def _median_of(runs: list[dict[str, Any]], backlog: int, key: str) -> float | None:
+    return median([r[key] for r in runs if r["backlog"] == backlog and key in r])
+
+
 def render(found: dict[str, Any], markdown: bool = False) -> str:
-    """The scale table."""
+    """The scale table (medians over the repetitions)."""
     big = found["backlogs"][-1]
     rows = []
     for backend, runs in found["backends"].items():
         ok = [r for r in runs if "error" not in r]
-        small = next((r for r in ok if r["backlog"] == 10_000 and "rate" in r), None)
-        large = next((r for r in ok if r["backlog"] == big and "rate" in r), None)
-        weighed = ok[-1] if ok else {}
-        change = (f"{100 * (large['rate'] / small['rate'] - 1):+.0f}%"
-                  if small and large else "-")
-        rows.append([report.BACKEND_NAMES[backend],
-                     report.number(small["rate"]) if small else "-",
-                     report.number(large["rate"]) if large else "-", change,
-                     report.number(weighed.get("enqueue_rate")),
-                     f"{weighed['bytes_per_task']:,.0f} B ({weighed['backlog']:,})"
-                     if weighed else "-"])
+        small = _median_of(ok, 10_000, "rate")
+        large = _median_of(ok, big, "rate")
+        weighed = max((r["backlog"] for r in ok), default=None)
+        change = f"{100 * (large / small - 1):+.0f}%" if small and large else "-"
+        per_task = _median_of(ok, weighed, "bytes_per_task") if weighed else None
+        rows.append([report.BACKEND_NAMES[backend], report.number(small),
+                     report.number(large), change,
+                     report.number(_median_of(ok, weighed, "enqueue_rate") if weighed else None),
+                     f"{per_task:,.0f} B ({weighed:,})" if per_task is not None else "-"])
         rows += [[report.BACKEND_NAMES[backend], f"FAILED: {r['error']}", "", "", "", ""]
                  for r in runs if "error" in r]
     header = ["backend", "c100 jobs/s, 10,000 queued", f"c100 jobs/s, {big:,} queued",
               "change", "enqueue_many /s (largest)", "memory per queued task (backlog)"]
-    head = (f"first {found['jobs']:,} jobs from the front of each backlog; command: "
+    head = (f"first {found['jobs']:,} jobs from the front of each backlog, medians of "
+            f"{found.get('reps', 1)} repetition(s); command: "
             f"{found.get('run', {}).get('command', '')}")
     return head + "\n\n" + report.grid(header, rows, markdown, left=1)
 
@@ -175,12 +183,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--ns", required=True)
     args = p.parse_args()
-    try:
-        out = asyncio.run(measure(args.backend, args.backlog, args.jobs, args.ns))
-    except Exception as exc:
-        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-        sys.exit(1)
-    print("RESULT " + json.dumps(out), flush=True)
+    print_result(measure(args.backend, args.backlog, args.jobs, args.ns))
 
 
 if __name__ == "__main__":

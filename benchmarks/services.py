@@ -18,27 +18,26 @@ def database_dsn(name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-async def create_database(name: str) -> str:
-    """Create an empty database for one measurement; its DSN."""
+async def _admin(sql: str) -> None:
+    """Run one statement on the server's admin database (CREATE/DROP DATABASE)."""
     import asyncpg
 
     conn = await asyncpg.connect(POSTGRES)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def create_database(name: str) -> str:
+    """Create an empty database for one measurement; its DSN."""
+    await _admin(f'CREATE DATABASE "{name}"')
     return database_dsn(name)
 
 
 async def drop_database(name: str) -> None:
     """Drop a database made by ``create_database`` (closing any connection left on it)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def delete_redis_keys(patterns: list[str], url: str = REDIS) -> int:
