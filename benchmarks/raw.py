@@ -1,0 +1,125 @@
+"""The servers' own limits from Python, measured in the same run as the queues:
+
+- Redis: pipelined commands per second (redis-py, 1,000 INCRs per pipeline);
+- PostgreSQL: jobs claimed and completed per second, 100 at a time, with
+  ``FOR UPDATE SKIP LOCKED`` (asyncpg, one connection, one statement per claim and per
+  completion);
+- NATS: JetStream messages fetched and acknowledged per second from a pull consumer
+  (nats-py, fetch batches of 100).
+
+    python -m benchmarks.raw redis|postgres|nats --ns NS [--size N]
+
+Runs in the project's .venv; prints one ``RESULT`` JSON line like the driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from benchmarks import services
+from benchmarks.common import NATS, REDIS, print_result
+
+
+async def redis_ceiling(ns: str, seconds: float) -> float:
+    """Pipelined commands per second."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS)
+    key = f"{ns}:raw"
+    done = 0
+    try:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(1000):
+                pipe.incr(key)
+            await pipe.execute()
+            done += 1000
+        return done / (time.perf_counter() - started)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+_CLAIM = """UPDATE jobs SET status = 1 WHERE id IN (
+    SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED
+) RETURNING id"""
+
+
+async def postgres_ceiling(ns: str, jobs: int) -> float:
+    """Jobs claimed and completed per second, 100 at a time."""
+    import asyncpg
+
+    dsn = await services.create_database(ns)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "CREATE TABLE jobs (id bigserial PRIMARY KEY, status smallint NOT NULL DEFAULT 0,"
+                " payload bytea NOT NULL)")
+            await conn.execute("CREATE INDEX jobs_ready ON jobs (id) WHERE status = 0")
+            await conn.execute("INSERT INTO jobs (payload) SELECT '\\x00'::bytea"
+                               " FROM generate_series(1, $1)", jobs)
+            await conn.execute("VACUUM ANALYZE jobs")
+            done = 0
+            started = time.perf_counter()
+            while True:
+                ids = [r[0] for r in await conn.fetch(_CLAIM)]
+                if not ids:
+                    break
+                await conn.execute("UPDATE jobs SET status = 2 WHERE id = ANY($1::bigint[])", ids)
+                done += len(ids)
+            return done / (time.perf_counter() - started)
+        finally:
+            await conn.close()
+    finally:
+        await services.drop_database(ns)
+
+
+async def nats_ceiling(ns: str, messages: int) -> float:
+    """JetStream messages fetched and acknowledged per second (pull consumer, batches of 100)."""
+    import nats
+
+    nc = await nats.connect(NATS)
+    js = nc.jetstream()
+    stream, subject = f"{ns}_raw", f"{ns}.raw"
+    try:
+        await js.add_stream(name=stream, subjects=[subject])
+        for i in range(0, messages, 1000):
+            acks = [await js.publish_async(subject, b"x") for _ in range(min(1000, messages - i))]
+            await asyncio.gather(*acks)
+        sub = await js.pull_subscribe(subject, durable=f"{ns}_c", stream=stream)
+        done = 0
+        started = time.perf_counter()
+        while done < messages:
+            for msg in await sub.fetch(100, timeout=10):
+                await msg.ack()
+                done += 1
+        await nc.flush()
+        return done / (time.perf_counter() - started)
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    if args.server == "redis":
+        return {"rate": await redis_ceiling(args.ns, args.size / 20_000)}
+    if args.server == "postgres":
+        return {"rate": await postgres_ceiling(args.ns, args.size)}
+    return {"rate": await nats_ceiling(args.ns, args.size)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.raw")
+    p.add_argument("server", choices=("redis", "postgres", "nats"))
+    p.add_argument("--ns", required=True)
+    p.add_argument("--size", type=int, default=50_000,
+                   help="jobs/messages (Redis: runs size/20,000 seconds)")
+    print_result(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
