@@ -30,6 +30,13 @@ MAX_BACKOFF = 2.0
 Recorded = Callable[[Task | OmniQError], None]
 
 
+def cancelling() -> bool:
+    """True when the current task was asked to stop. Some drivers report a cancellation that
+    reaches them mid-request as a connection error; retrying it would swallow the request."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class OutcomeWriter:
     """Writes one worker's outcomes through ``queue.report`` in batches.
 
@@ -83,6 +90,8 @@ class OutcomeWriter:
             try:
                 return await self.queue.report(outcomes)
             except BackendError as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from exc
                 if time.monotonic() > deadline:
                     raise
                 log.warning("recording %d outcome(s) failed (%s); retrying in %.1fs",

@@ -30,7 +30,7 @@ from omniq.exceptions import (
 )
 from omniq.models.task import Task, TaskStatus, check_queue_name
 from omniq.outcomes import MAX_BACKOFF as _MAX_BACKOFF
-from omniq.outcomes import OutcomeWriter
+from omniq.outcomes import OutcomeWriter, cancelling
 from omniq.queue.base import BaseTaskQueue, Outcome
 from omniq.registry import Allowlist
 from omniq.serialization import encode_checked
@@ -179,6 +179,8 @@ class WorkerPool:
                     return
                 await self._idle(since)
             except BackendError as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from exc  # a driver reworded our cancellation
                 log.warning("backend unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._wait(asyncio.sleep(backoff))
                 backoff = min(backoff * 2, _MAX_BACKOFF)

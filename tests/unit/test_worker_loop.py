@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 
 from omniq import MemoryTaskQueue, Task, TaskStatus, WorkerPool
-from omniq.exceptions import OmniQError
+from omniq.exceptions import BackendError, OmniQError
 from omniq.queue.base import Claim, Outcome
 
 release = asyncio.Event()
@@ -82,3 +82,25 @@ async def test_a_slot_frees_while_the_outcome_is_written() -> None:
 async def _until(predicate: object) -> None:
     while not predicate():  # type: ignore[operator]
         await asyncio.sleep(0.005)
+
+
+class RewordingQueue(MemoryTaskQueue):
+    """A real memory queue whose next-due lookup is a slow request that reports being cut off
+    by a cancellation as a backend failure, as some drivers do."""
+
+    async def next_ready_at(self, queue_names: Sequence[str]) -> float | None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise BackendError("connection closed mid-request") from None
+        return await super().next_ready_at(queue_names)
+
+
+async def test_cancelling_run_stops_even_when_a_driver_rewords_it() -> None:
+    async with RewordingQueue() as queue:
+        pool = WorkerPool(queue, concurrency=2, handle_signals=False, idle_timeout=30)
+        runner = asyncio.create_task(pool.run())
+        await asyncio.sleep(0.2)  # let it go idle; the interval is not synchronisation
+        runner.cancel()
+        done, _ = await asyncio.wait([runner], timeout=5)
+        assert runner in done and runner.cancelled()
