@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -306,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         return _report(exc, None, debug=False)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
+    if args.command == "worker":
+        # Until the pool takes over the signals, a SIGTERM (a supervisor stopping a worker
+        # that is still starting) asks it to stop instead of killing the process.
+        signal.signal(signal.SIGTERM, _EARLY_STOP.request)
     url = getattr(args, "backend", None) or os.environ.get("OMNIQ_BACKEND") or DEFAULT_BACKEND
     debug = getattr(args, "debug", False)
     _setup_logging(getattr(args, "log_level", "INFO" if args.command == "worker" else "WARNING"),
@@ -514,10 +519,39 @@ async def _worker(args: argparse.Namespace, queue: BaseTaskQueue) -> int:
              queue.namespace, ", ".join(pool.queues), pool.concurrency,
              f", imports {', '.join(args.imports)}" if args.imports else "",
              ", burst" if args.burst else "")
+    _EARLY_STOP.attach(pool)
     async with contextlib.AsyncExitStack() as stack:
         await _observe(args, pool, stack)
         await _run_pool(args, pool, queue)
     return 0
+
+
+class _EarlyStop:
+    """A SIGTERM that arrives before the pool handles signals itself: remembered, and passed
+    on to the pool once there is one (it then returns without claiming)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.pool: WorkerPool | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.pool is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop)
+
+    def attach(self, pool: WorkerPool) -> None:
+        self.pool, self.loop = pool, asyncio.get_running_loop()
+        if self.requested:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.pool is not None:
+            log.info("stop requested while starting")
+            self._task = asyncio.ensure_future(self.pool.stop())
+
+
+_EARLY_STOP = _EarlyStop()
 
 
 async def _observe(args: argparse.Namespace, pool: WorkerPool,

@@ -132,9 +132,8 @@ class WorkerPool:
         self._stopping.set()
 
     async def run(self, burst: bool = False) -> None:
-        """Claim and run tasks until stopped (or, with ``burst``, until the queues drain)."""
-        self._stopping.clear()
-        self._hurry.clear()
+        """Claim and run tasks until stopped (or, with ``burst``, until the queues drain).
+        A ``stop()`` that came before ``run()`` makes it return without claiming."""
         self._failure = None
         self._releasing = False
         self._allowlist = Allowlist(self.imports)
@@ -155,6 +154,8 @@ class WorkerPool:
                 await monitor
             restore()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopping.clear()  # the pool can run again
+            self._hurry.clear()
             log.info("worker %s stopped", self.worker_id)
         if self._failure is not None:
             raise self._failure

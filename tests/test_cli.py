@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -233,3 +234,25 @@ def test_unreachable_backend_exits_1_without_the_password(cli: CLI) -> None:
     result = cli("stats", backend=f"postgresql://user:s3cret@127.0.0.1:{port}/db")
     line = error_line(result, 1)
     assert "s3cret" not in result.stderr and "***" in line
+
+
+def test_sigterm_while_the_worker_starts_stops_it_cleanly(cli: CLI) -> None:
+    # A supervisor may stop a worker during its start-up: it exits 0 having claimed nothing,
+    # rather than dying of the signal. The signal is sent on the worker's first log line,
+    # which comes before the pool handles signals itself.
+    task_id = cli.enqueue("tests.cli_tasks:add", "--args", "[1, 2]")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    environment["PYTHONPATH"] = str(ROOT)
+    for _ in range(3):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "omniq", "worker", "--backend", cli.url,
+             "--import", "tests.cli_tasks", "--queue", "elsewhere"],
+            cwd=cli.cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        assert worker.stderr is not None
+        first = worker.stderr.readline()
+        worker.send_signal(signal.SIGTERM)
+        _, rest = worker.communicate(timeout=30)
+        assert worker.returncode == 0, (first, rest)
+        assert "backend" in first
+    assert status_of(cli, task_id)["status"] == "pending"

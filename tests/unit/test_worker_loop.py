@@ -104,3 +104,15 @@ async def test_cancelling_run_stops_even_when_a_driver_rewords_it() -> None:
         runner.cancel()
         done, _ = await asyncio.wait([runner], timeout=5)
         assert runner in done and runner.cancelled()
+
+
+async def test_a_stop_before_run_returns_without_claiming() -> None:
+    async with CountingQueue() as queue:
+        await queue.enqueue(Task(func=quick))
+        pool = WorkerPool(queue, handle_signals=False)
+        await pool.stop()
+        await asyncio.wait_for(pool.run(), 5)
+        assert queue.claims == 0 and (await queue.stats()).pending == 1
+        # The stop was used up: the pool runs again.
+        await asyncio.wait_for(pool.run(burst=True), 5)
+        assert (await queue.stats()).completed == 1
