@@ -510,12 +510,20 @@ class FileTaskQueue(BaseTaskQueue):
         return await self._io(get)
 
     async def _replace(self, task: Task, expected_revision: int) -> bool:
-        def swap(ops: list[Op]) -> bool:
-            record = self._read(_record(task.id))
-            if record is None or record[1].revision != expected_revision:
-                return False
-            self._change(ops, record[0], record[1], task)
-            return True
+        return (await self._replace_many([(task, expected_revision)]))[0]
+
+    async def _replace_many(self, changes: Sequence[tuple[Task, int]]) -> list[bool]:
+        # One critical section (one lock, one journal) for a worker's batch of outcomes.
+        def swap(ops: list[Op]) -> list[bool]:
+            written = []
+            for task, expected_revision in changes:
+                record = self._read(_record(task.id))
+                ok = record is not None and record[1].revision == expected_revision
+                if ok:
+                    assert record is not None
+                    self._change(ops, record[0], record[1], task)
+                written.append(ok)
+            return written
 
         return await self._write(swap)
 

@@ -248,6 +248,8 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
+        if len(tasks) == 1 and not tasks[0].depends_on:
+            return [await self._insert_one(tasks[0])]
         chunks = _chunks([(t, row_values(t)) for t in tasks])
         sql = self._insert_sql
 
@@ -259,6 +261,20 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
 
         inserted = {row[0] for row in await self._run(insert_all)}
         return [t.id in inserted for t in tasks]
+
+    async def _insert_one(self, task: Task) -> bool:
+        # The common single enqueue: plain values instead of one-element arrays.
+        marks = ", ".join(f"${i}" for i in range(1, len(WRITTEN) + 2))
+        rows = await self._fetch(
+            f"""WITH ins AS (
+                INSERT INTO {self._t} (id, {_HOT}) VALUES ({marks})
+                ON CONFLICT (id) DO NOTHING RETURNING queue_name, status, ready_at
+            ) SELECT pg_notify(${len(WRITTEN) + 2}, queue_name) FROM ins
+                WHERE ready_at IS NOT NULL AND status <> 'running'
+              UNION ALL SELECT NULL FROM ins WHERE ready_at IS NULL OR status = 'running'""",
+            task.id, *row_values(task), self.channel,
+        )
+        return len(rows) == 1
 
     @property
     def _insert_sql(self) -> str:
