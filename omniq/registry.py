@@ -43,6 +43,7 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _REF = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 # Functions this process may run, by reference.
 _allowed: dict[str, Callable[..., Any]] = {}
+_allowed_functions: set[Callable[..., Any]] = set()
 
 
 class TaskOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -78,10 +79,13 @@ def check_reference(ref: str) -> str:
 
 def allow(func: Callable[..., Any]) -> None:
     """Let workers in this process run ``func`` (no-op for functions without a reference)."""
+    if func in _allowed_functions:
+        return  # every Task(func=f) lands here: once per function is enough
     try:
         _allowed.setdefault(reference(func), func)
     except SerializationError:
-        pass
+        return
+    _allowed_functions.add(func)
 
 
 def options_of(func: object) -> TaskOptions | None:

@@ -159,7 +159,9 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.args = tuple(self.args)
         if not isinstance(self.args, tuple):
             raise InvalidTaskError(f"args must be a tuple, not {type(self.args).__name__}")
-        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+        if not isinstance(self.kwargs, dict) or (
+            self.kwargs and not all(isinstance(k, str) for k in self.kwargs)
+        ):
             raise InvalidTaskError("kwargs must be a dict with string keys")
         check_id(self.id)
         check_queue_name(self.queue_name)
@@ -177,9 +179,9 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.depends_on = list(dict.fromkeys(check_id(dep) for dep in self.depends_on))
         if self.id in self.depends_on:
             raise InvalidTaskError(f"task {self.id} cannot depend on itself")
-        if not isinstance(self.headers, dict) or not all(
+        if not isinstance(self.headers, dict) or (self.headers and not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
-        ):
+        )):
             raise InvalidTaskError("headers must be a dict of strings to strings")
         if self.schedule is not None and not isinstance(self.schedule, Schedule):
             raise InvalidTaskError("schedule must be a Schedule")
