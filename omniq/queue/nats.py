@@ -223,6 +223,10 @@ class NATSTaskQueue(BaseTaskQueue):
         _log.warning("lost the NATS connection (%s); reconnecting", self._where)
         if self._link is not None and not self._link.done():
             self._link.set_result(None)
+        dropped = nats_errors.Error("the connection dropped before the server replied")
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_result(dropped)
         for _, fut in self._listeners:  # idle workers learn at once, and back off
             if not fut.done():
                 fut.set_exception(BackendError(f"lost the NATS connection ({self._where})"))
@@ -383,7 +387,10 @@ class NATSTaskQueue(BaseTaskQueue):
                         self._acks[tokens[-1]] = loop.create_future()
                         await self._nc.publish(subject, value, reply=f"{self._inbox}.{tokens[-1]}",
                                                headers=headers or None)
-                    acks = await self._replies(asyncio.gather(*(self._acks[t] for t in tokens)))
+                    # Awaited in turn, without helper tasks: this is every write's hot path. A
+                    # dropped connection fails the pending acks at once (_on_disconnect).
+                    async with asyncio.timeout(self.timeout):
+                        acks = [await self._acks[t] for t in tokens]
                 finally:
                     for token in tokens:
                         self._acks.pop(token).cancel()
