@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -50,6 +51,12 @@ _retry = import_driver("redis.asyncio.retry")
 _backoff = import_driver("redis.backoff")
 
 SCHEMA_VERSION = 1
+# Probe an idle connection after 10 s, every 5 s, give up after 3 unanswered probes.
+_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
 _CHUNK = 500
 _SUBSCRIBE_TIMEOUT = 10.0
 # Dependents of tasks that just ended, kept until the caller settles them (a shortcut).
@@ -88,7 +95,7 @@ class RedisTaskQueue(BaseTaskQueue):
         namespace: str = "omniq",
         max_payload: int = 1 << 20,
         password: str | None = None,
-        socket_timeout: float | None = 30.0,
+        socket_timeout: float | None = None,
         socket_connect_timeout: float | None = 5.0,
         max_connections: int = 50,
     ) -> None:
@@ -98,8 +105,13 @@ class RedisTaskQueue(BaseTaskQueue):
         self._secrets = [p for p in (password, url_password and unquote(url_password)) if p]
         self._options: dict[str, Any] = {
             "password": password,
+            # No per-command timeout by default: redis-py arms a timer around every reply,
+            # about a quarter of a small command's cost. TCP keepalive finds a dead server
+            # instead (after about 25 s of silence).
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
+            "socket_keepalive": True,
+            "socket_keepalive_options": _KEEPALIVE,
             # No client-side retries: a script whose reply was lost may have run, and re-running
             # it would misreport (e.g. a completed task's lease as lost). Errors surface as
             # BackendError; the pool reconnects on the next call.
