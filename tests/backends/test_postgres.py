@@ -20,6 +20,7 @@ from omniq.exceptions import BackendError
 from omniq.queue.postgres import PostgreSQLTaskQueue
 from tests.backends.outage import Outage
 from tests.conftest import POSTGRES_DSN, new_namespace, require_server
+from tests.helpers import eventually
 from tests.processes import ROOT
 from tests.servers import free_port
 
@@ -66,11 +67,13 @@ async def admin() -> Any:
     return await asyncpg.connect(POSTGRES_DSN)
 
 
-async def terminate(application_name: str) -> int:
+async def terminate(application_name: str, *, count_only: bool = False) -> int:
+    """Kill the server backends of ``application_name`` (or just count them); how many."""
+    what = "count(*)" if count_only else "count(pg_terminate_backend(pid))"
     conn = await admin()
     try:
         return int(await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"SELECT {what} FROM pg_stat_activity "
             "WHERE application_name = $1 AND pid <> pg_backend_pid()", application_name))
     finally:
         await conn.close()
@@ -347,6 +350,11 @@ async def test_killed_pool_connections_are_replaced(make: Factory) -> None:
     task = await queue.get_task(task_id)
     assert task is not None and task.id == task_id
     await queue.enqueue(job("after-read"))
+    # The pool refills to its floor in the background; kill it again once it has.
+    async def refilled() -> bool:
+        return await terminate(name, count_only=True) == 4
+
+    await eventually(refilled, timeout=10)
     assert await terminate(name) == 4
     # A write is not repeated blindly: at worst this one fails, as a BackendError ...
     try:
