@@ -1,7 +1,8 @@
 """Where OmniQ's worker spends its time: the processing benchmark (c100) under py-spy, with
-round trips per job counted in the worker, for the SQLite, PostgreSQL, Redis and NATS backends.
+round trips (and fsyncs) per job counted in the worker, for the SQLite, File, PostgreSQL, Redis
+and NATS backends.
 
-    bash benchmarks/run.sh --profile [--jobs N] [--only sqlite,redis]
+    bash benchmarks/run.sh --profile [--jobs N] [--only sqlite,file,redis]
 
 py-spy attaches to the worker once the first job has started and stops at the N-th start, so
 the profile covers steady-state processing only. Idle threads are not sampled: a thread's
@@ -21,7 +22,7 @@ from benchmarks import report, services
 from benchmarks.common import ROOT
 from benchmarks.driver import PROFILE_RATE
 
-BACKENDS = ("sqlite", "postgres", "redis", "nats")
+BACKENDS = ("sqlite", "file", "postgres", "redis", "nats")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # Event-loop plumbing present in nearly every stack: left out of the inclusive list.
 _PLUMBING = ("<frozen runpy>", "runpy", "asyncio/runners.py", "asyncio/base_events.py",
@@ -35,21 +36,22 @@ def _frame(raw: str) -> str:
 
 
 def summarize(path: Path, seconds: float, jobs: int) -> dict[str, Any]:
-    """Busy share per thread and the main thread's top functions, from py-spy's raw output
-    (``thread (tid): name;frame;frame… count``)."""
+    """Busy share per thread and the top functions of OmniQ's own threads (the event loop and
+    the executor threads behind ``asyncio.to_thread``, named ``asyncio_N``), from py-spy's raw
+    output (``thread (tid): name;frame;frame… count``)."""
     threads: Counter[str] = Counter()
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    main = 0
+    ours = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         frames = stack.split(";")
         count = int(count_text)
         thread = frames[0].split(": ", 1)[-1]
         threads[thread] += count
-        if thread != "MainThread":
+        if thread != "MainThread" and not thread.startswith("asyncio_"):
             continue
-        main += count
+        ours += count
         calls = [_frame(f) for f in frames[1:]]
         if calls:
             own[calls[-1]] += count
@@ -63,8 +65,8 @@ def summarize(path: Path, seconds: float, jobs: int) -> dict[str, Any]:
 
     return {
         "busy_pct": {t: share(n) for t, n in threads.most_common()},
-        "self": [(f, share(n), 100 * n / max(main, 1)) for f, n in own.most_common(TOP)],
-        "inclusive": [(f, share(n), 100 * n / max(main, 1))
+        "self": [(f, share(n), 100 * n / max(ours, 1)) for f, n in own.most_common(TOP)],
+        "inclusive": [(f, share(n), 100 * n / max(ours, 1))
                       for f, n in inclusive.most_common(TOP)],
         "samples": sum(threads.values()), "jobs": jobs,
     }
@@ -116,8 +118,8 @@ def render(found: dict[str, Any], markdown: bool = False) -> str:
         tables = []
         for kind in ("self", "inclusive"):
             rows = [[f, f"{w:.1f}%", f"{m:.1f}%"] for f, w, m in prof[kind]]
-            tables.append(report.grid([f"main thread, {kind} time", "% of wall",
-                                       "% of main busy"], rows, markdown, left=1))
+            tables.append(report.grid([f"event loop + to_thread, {kind} time", "% of wall",
+                                       "% of their busy"], rows, markdown, left=1))
         parts.append("\n\n".join([head, *tables]))
     note = ("(EpollSelector.select is the event loop waiting for I/O; the raw py-spy stacks are "
             "in benchmarks/results/profile-<backend>.pyspy.txt)")

@@ -1,22 +1,28 @@
 """Round-trip counting for profiles: counts socket writes (one per request or pipeline sent,
-whatever the driver), NATS messages published and aiosqlite calls (each one a hop to the
-SQLite thread) in the worker process. The marks copy the counters, so the driver gets the
+whatever the driver), NATS messages published, aiosqlite calls (each one a hop to the
+SQLite thread) and fsyncs (the File backend) in the worker process. The marks copy the counters, so the driver gets the
 counts between the first and the N-th job start."""
 
 from __future__ import annotations
 
 import asyncio.selector_events
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.marks import COUNTERS
 
 
+_LOCK = threading.Lock()  # fsyncs are counted from the File backend's threads
+
+
 def _counting(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     COUNTERS.setdefault(name, 0)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        COUNTERS[name] += 1
+        with _LOCK:
+            COUNTERS[name] += 1
         return func(*args, **kwargs)
 
     return counted
@@ -26,6 +32,7 @@ def install() -> None:
     """Patch the counters in (before any connection is made)."""
     transport: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport")  # noqa: B009
     transport.write = _counting("socket_writes", transport.write)
+    os.fsync = _counting("fsyncs", os.fsync)
     try:
         import aiosqlite.core
 
