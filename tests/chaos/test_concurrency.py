@@ -12,23 +12,19 @@ from tests import ledger
 from tests.scenario import DURABLE, record_figures, scenario
 
 PRODUCERS = 4
-# Tasks per producer. The file backend fsyncs each claim and outcome (~200 tasks/s on two
-# shared cores), so it gets a tenth of the load to stay within seconds, not minutes.
-PER_PRODUCER = {"file": 250}
-DEFAULT_PER_PRODUCER = 2500
+PER_PRODUCER = 2500
 
 
 @pytest.mark.parametrize("backend", DURABLE)
 async def test_concurrent_producers_and_workers_run_each_task_once(
     backend: str, tmp_path: Path
 ) -> None:
-    each = PER_PRODUCER.get(backend, DEFAULT_PER_PRODUCER)
-    total = PRODUCERS * each
+    total = PRODUCERS * PER_PRODUCER
     async with scenario(backend, tmp_path) as run:
         started = time.monotonic()
         workers = [run.worker("--concurrency", "20") for _ in range(2)]
         for n in range(PRODUCERS):
-            run.producer(f"p{n}-", each, "--batch", "100")
+            run.producer(f"p{n}-", PER_PRODUCER, "--batch", "100")
         await run.until(lambda: len(run.book.done) >= total, 180, "all done")
         elapsed = time.monotonic() - started
         await run.stop_all()
