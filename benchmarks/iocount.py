@@ -1,7 +1,7 @@
 """Round-trip counting for profiles: counts socket writes (one per request or pipeline sent,
 whatever the driver), NATS messages published, aiosqlite calls (each one a hop to the
-SQLite thread) and fsyncs (the File backend) in the worker process. The marks copy the counters, so the driver gets the
-counts between the first and the N-th job start."""
+SQLite thread) and fsyncs (the File backend) in the worker process. The marks copy the
+counters, so the driver gets the counts between the first and the N-th job start."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.marks import COUNTERS
-
 
 _LOCK = threading.Lock()  # fsyncs are counted from the File backend's threads
 
