@@ -74,7 +74,7 @@ def grid(header: Sequence[str], rows: list[list[str]], markdown: bool, left: int
                  "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i < left else c.rjust(w)

@@ -92,15 +92,17 @@ class Claim(msgspec.Struct):
 
 
 async def until_changed(read: Callable[[], Awaitable[object]], ceiling: float) -> None:
-    """Poll ``read()`` until its value changes: quickly at first (work often follows work),
-    backing off to every ``ceiling`` seconds while nothing happens."""
+    """Poll ``read()`` until its value changes: every millisecond for the first ten (work
+    often follows work), then backing off to every ``ceiling`` seconds while nothing happens."""
     start = await read()
     pause = min(0.001, ceiling)
+    fast = asyncio.get_running_loop().time() + 0.01
     while True:
         await asyncio.sleep(pause)
         if await read() != start:
             return
-        pause = min(pause * 2, ceiling)
+        if asyncio.get_running_loop().time() >= fast:
+            pause = min(pause * 2, ceiling)
 
 
 def utcnow() -> datetime:
