@@ -94,14 +94,15 @@ class Claim(msgspec.Struct):
 async def until_changed(read: Callable[[], Awaitable[object]], ceiling: float) -> None:
     """Poll ``read()`` until its value changes: every millisecond for the first ten (work
     often follows work), then backing off to every ``ceiling`` seconds while nothing happens."""
+    loop = asyncio.get_running_loop()
     start = await read()
     pause = min(0.001, ceiling)
-    fast = asyncio.get_running_loop().time() + 0.01
+    fast_until = loop.time() + 0.01
     while True:
         await asyncio.sleep(pause)
         if await read() != start:
             return
-        if asyncio.get_running_loop().time() >= fast:
+        if loop.time() >= fast_until:
             pause = min(pause * 2, ceiling)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -22,16 +23,23 @@ TASKS = 2000
 BATCH = 50  # tasks per producer batch
 
 
+class Kill(NamedTuple):
+    """One SIGKILL: when, the tasks RUNNING under the victim right after, and of those the
+    ones whose body had not finished. A finished task's outcome may still have been on its
+    way to the store (the File backend's journal completes such a write at the next write),
+    so only the unfinished ones must run again."""
+
+    at: float
+    held: set[str]
+    unfinished: set[str]
+
+
 @pytest.mark.parametrize("backend", DURABLE)
 async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> None:
     async with scenario(backend, tmp_path, lease_timeout=LEASE) as run:
         run.producer("k", TASKS, "--batch", str(BATCH), "--pause", "0.2", "--seconds", "0.05")
         workers = [run.worker("--concurrency", "10") for _ in range(2)]
-        # pid, killed at, tasks it held (RUNNING under it), and of those the ones whose body
-        # had not finished: a finished task's outcome may still have been on its way to the
-        # store (the File backend's journal completes such a write at the next write), so
-        # only the unfinished ones must run again.
-        kills: list[tuple[int, float, set[str], set[str]]] = []
+        kills: list[Kill] = []
         for n in range(KILLS):
             await asyncio.sleep(KILL_EVERY)
             victim = workers[n % 2]
@@ -42,16 +50,16 @@ async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> N
             running = await run.queue.list_tasks(status=TaskStatus.RUNNING, limit=10_000)
             held = {t.id for t in running if f":{victim.pid}:" in (t.worker_id or "")}
             unfinished = held & run.book.refresh().running[victim.pid]
-            kills.append((victim.pid, killed_at, held, unfinished))
+            kills.append(Kill(killed_at, held, unfinished))
             workers[n % 2] = run.worker("--concurrency", "10")
         await run.until(lambda: run.book.counts["enqueued"] >= TASKS, 60, "all enqueued")
         await run.until(lambda: len(run.book.done) >= TASKS, 60, "all done")
         await run.stop_all()
 
         report = ledger.check(run.book.path)
-        orphans = set().union(*(held for _, _, held, _ in kills))
-        in_flight = sum(len(held) for _, _, held, _ in kills)  # a task may be orphaned twice
-        must_rerun = set().union(*(unfinished for *_, unfinished in kills))
+        orphans = set().union(*(k.held for k in kills))
+        in_flight = sum(len(k.held) for k in kills)  # a task may be orphaned twice
+        must_rerun = set().union(*(k.unfinished for k in kills))
         assert len(report.enqueued) == TASKS
         assert not report.lost, f"lost: {sorted(report.lost)[:20]}"
         assert not report.overlaps, f"ran twice at once: {report.overlaps[:10]}"
@@ -66,10 +74,11 @@ async def test_sigkilled_workers_lose_nothing(backend: str, tmp_path: Path) -> N
 
         assert must_rerun, "no victim held an unfinished task: kill sooner or make tasks longer"
         recovery = []
-        for _, killed_at, _, unfinished in (k for k in kills if k[3]):
+        for kill in (k for k in kills if k.unfinished):
             again = {e.key: e.at for e in reversed(run.book.sorted())
-                     if e.event == "started" and e.key in unfinished and e.at > killed_at}
-            assert again.keys() == unfinished, f"never ran again: {unfinished - again.keys()}"
-            recovery.append(max(again.values()) - killed_at)
+                     if e.event == "started" and e.key in kill.unfinished and e.at > kill.at}
+            assert again.keys() == kill.unfinished, (
+                f"never ran again: {kill.unfinished - again.keys()}")
+            recovery.append(max(again.values()) - kill.at)
         record_run("worker_kill", backend, report, recovery, tasks=TASKS, kills=KILLS,
                    lease=LEASE, in_flight=in_flight)
