@@ -43,7 +43,8 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _REF = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 # Functions this process may run, by reference.
 _allowed: dict[str, Callable[..., Any]] = {}
-_allowed_functions: set[Callable[..., Any]] = set()
+# The reference of each allowed function, so enqueueing one does not rebuild it every time.
+_references: dict[Callable[..., Any], str] = {}
 
 
 class TaskOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -59,6 +60,9 @@ class TaskOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def reference(func: Callable[..., Any]) -> str:
     """``"module:qualname"`` of an importable function; SerializationError for lambdas/locals."""
+    known = _references.get(func)
+    if known is not None:
+        return known
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
     ref = f"{module}:{qualname}"
@@ -79,13 +83,14 @@ def check_reference(ref: str) -> str:
 
 def allow(func: Callable[..., Any]) -> None:
     """Let workers in this process run ``func`` (no-op for functions without a reference)."""
-    if func in _allowed_functions:
+    if func in _references:
         return  # every Task(func=f) lands here: once per function is enough
     try:
-        _allowed.setdefault(reference(func), func)
+        ref = reference(func)
     except SerializationError:
         return
-    _allowed_functions.add(func)
+    _allowed.setdefault(ref, func)
+    _references[func] = ref
 
 
 def options_of(func: object) -> TaskOptions | None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import re
-import uuid
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,17 @@ _TERMINAL = frozenset(
 )
 
 
+# UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, the version nibble 7, 74 random bits
+# around the variant bits 10. Time-ordered ids land next to each other in a database index
+# (random ones touch a different page per insert), which makes bulk inserts cheaper.
+_UUID7_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID7_SET = (0x7 << 76) | (0x2 << 62)
+
+
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    h = (n & _UUID7_CLEAR | _UUID7_SET).to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def check_id(task_id: object) -> str:
@@ -64,6 +74,8 @@ def check_id(task_id: object) -> str:
 def check_queue_name(name: object) -> str:
     """Validate a queue name: 1-64 of [A-Za-z0-9_.-], starting alphanumeric, without '..' or a
     trailing '.'."""
+    if type(name) is str and name in _good_queue_names:  # few names, checked at every enqueue
+        return name
     if (
         not isinstance(name, str)
         or not _QUEUE.fullmatch(name)
@@ -74,10 +86,17 @@ def check_queue_name(name: object) -> str:
             f"invalid queue name {name!r}: 1-64 of [A-Za-z0-9_.-], starting with a letter or "
             "digit, without '..' or a trailing '.'"
         )
+    if len(_good_queue_names) < 1024:
+        _good_queue_names.add(name)
     return name
 
 
+_good_queue_names: set[str] = set()
+
+
 def _check_seconds(field: str, value: object, *, allow_zero: bool) -> None:
+    if type(value) is float and 0 < value < math.inf:
+        return  # the common case, decided without the checks below
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
         bound = "non-negative" if allow_zero else "positive"
@@ -85,8 +104,6 @@ def _check_seconds(field: str, value: object, *, allow_zero: bool) -> None:
 
 
 def _check_count(field: str, value: object, low: int, high: int) -> None:
-    if type(value) is int and low <= value <= high:
-        return  # the common case, decided without the checks below
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidTaskError(f"{field} must be an integer in [{low}, {high}], not {value!r}")
 
@@ -165,14 +182,21 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise InvalidTaskError("kwargs must be a dict with string keys")
         check_id(self.id)
         check_queue_name(self.queue_name)
-        _check_count("priority", self.priority, PRIORITY_MIN, PRIORITY_MAX)
-        _check_count("retries", self.retries, 0, 2**31)
-        _check_count("max_retries", self.max_retries, 0, 1_000_000)
-        _check_count("attempts", self.attempts, 0, 2**62)
+        # Every enqueue validates twice, so the common case is decided in one expression and
+        # only a failing task pays for the checks that name the bad field.
+        p, r, m, a = self.priority, self.retries, self.max_retries, self.attempts
+        if not (type(p) is int and type(r) is int and type(m) is int and type(a) is int
+                and PRIORITY_MIN <= p <= PRIORITY_MAX and 0 <= r <= 2**31
+                and 0 <= m <= 1_000_000 and 0 <= a <= 2**62):
+            _check_count("priority", p, PRIORITY_MIN, PRIORITY_MAX)
+            _check_count("retries", r, 0, 2**31)
+            _check_count("max_retries", m, 0, 1_000_000)
+            _check_count("attempts", a, 0, 2**62)
         _check_seconds("retry_delay", self.retry_delay, allow_zero=True)
-        for field in ("ttl", "timeout"):
-            if getattr(self, field) is not None:
-                _check_seconds(field, getattr(self, field), allow_zero=False)
+        if self.ttl is not None:
+            _check_seconds("ttl", self.ttl, allow_zero=False)
+        if self.timeout is not None:
+            _check_seconds("timeout", self.timeout, allow_zero=False)
         if not isinstance(self.depends_on, list):
             raise InvalidTaskError("depends_on must be a list of task ids")
         if self.depends_on:

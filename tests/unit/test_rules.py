@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
 
@@ -51,6 +53,35 @@ def test_task_validation_at_construction() -> None:
         Task(func="m:f", priority=True)
     assert Task(func="m:f", depends_on=["a", "a", "b"]).depends_on == ["a", "b"]
     assert Task(func="m:f", args=[1, 2]).args == (1, 2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("priority", 2**31), ("priority", 1.0), ("retries", -1), ("max_retries", "3"),
+     ("attempts", None), ("retry_delay", -1.0), ("retry_delay", float("nan")), ("ttl", 0.0),
+     ("timeout", float("inf")), ("queue_name", ["default"]), ("queue_name", "a.")],
+)
+def test_each_bad_field_is_named(field: str, value: object) -> None:
+    Task(func="m:f", queue_name="a")  # a good name first: checks remember good names only
+    with pytest.raises(InvalidTaskError, match=field.split("_")[0]):
+        Task(func="m:f", **{field: value})  # type: ignore[arg-type]
+    task = Task(func="m:f")
+    setattr(task, field, value)  # changed after it was built: enqueue validates again
+    with pytest.raises(InvalidTaskError, match=field.split("_")[0]):
+        task._validate()
+
+
+def test_ids_are_time_ordered_uuid7() -> None:
+    first = [Task(func="m:f").id for _ in range(2000)]
+    time.sleep(0.002)  # the next millisecond: ids made later sort after these
+    later = Task(func="m:f").id
+    parsed = [uuid.UUID(i) for i in [*first, later]]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [str(u) for u in parsed] == [*first, later]
+    assert len(set(first)) == len(first)
+    assert max(first) < later
+    stamp = int(later.replace("-", "")[:12], 16) / 1000
+    assert abs(stamp - time.time()) < 5
 
 
 def test_lambdas_have_no_reference() -> None:
