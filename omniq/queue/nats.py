@@ -11,8 +11,9 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -44,9 +45,20 @@ _CLAIM_ROUNDS = 8  # candidate batches one claim tries before returning what it 
 _STALL = 1.0  # seconds the watcher may lag a barrier before it is rebuilt
 _HEARTBEAT = 2.0  # the watcher's idle heartbeat: a lost consumer is rebuilt after two misses
 # Key ids use [A-Za-z0-9_.:-]; KV keys allow neither ':' nor empty '.'-tokens, so ':' -> '='
-# and '.' -> '/' (ids never contain '=' or '/', so the mapping is reversible).
-_ENC = str.maketrans({":": "=", ".": "/"})
-_DEC = str.maketrans({"=": ":", "/": "."})
+# and '.' -> '/' (ids never contain '=' or '/', so the mapping is reversible). str.replace,
+# not str.translate: every write and every watched change maps a key, and replace is faster.
+def _key(name: str) -> str:
+    return name.replace(":", "=").replace(".", "/")
+
+
+def _name(key: str) -> str:
+    return key.replace("=", ":").replace("/", ".")
+
+
+def _no_reply(acks: list[asyncio.Future[Any]]) -> None:
+    for ack in acks:
+        if not ack.done():
+            ack.set_result(TimeoutError("no reply from the server"))
 
 
 def _describe_url(url: str) -> str:
@@ -97,7 +109,8 @@ class NATSTaskQueue(BaseTaskQueue):
         self._js: Any = None
         self._sub: Any = None
         self._wanted = False  # connect() was called and close() was not
-        self._ready = False  # bucket exists and the index is caught up
+        self._ready = False  # connected, and the bucket exists
+        self._following = False  # the watcher feeds the index (not needed just to write)
         self._lock = asyncio.Lock()
         self._index = _Index()
         self._watch_gen = 0
@@ -120,17 +133,16 @@ class NATSTaskQueue(BaseTaskQueue):
 
     # -- connection -------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _errors(self, doing: str) -> AsyncIterator[None]:
-        try:
-            yield
-        except (nats_errors.Error, OSError, TimeoutError) as exc:
-            if isinstance(exc, nats_errors.ConnectionClosedError | nats_errors.NoRespondersError
-                          | js_errors.NoStreamResponseError | js_errors.NotFoundError):
-                self._ready = False  # reconnect / re-create the bucket on the next call
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            message = f"NATS ({self._where}) failed while {doing}: {detail}"
-            raise BackendError(self._scrub(message)) from None
+    def _errors(self, doing: str) -> _Translated:
+        """``async with self._errors("doing X")``: NATS failures leave as BackendError."""
+        return _Translated(self, doing)
+
+    def _failure(self, doing: str, exc: BaseException) -> BackendError:
+        if isinstance(exc, nats_errors.ConnectionClosedError | nats_errors.NoRespondersError
+                      | js_errors.NoStreamResponseError | js_errors.NotFoundError):
+            self._ready = False  # reconnect / re-create the bucket on the next call
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return BackendError(self._scrub(f"NATS ({self._where}) failed while {doing}: {detail}"))
 
     async def _open(self) -> None:
         self._wanted = True
@@ -147,6 +159,7 @@ class NATSTaskQueue(BaseTaskQueue):
 
     async def _teardown(self) -> None:
         self._ready = False
+        self._following = False
         await self._unwatch()
         background = [t for t in self._background if t is not asyncio.current_task()]
         for task in background:
@@ -163,7 +176,7 @@ class NATSTaskQueue(BaseTaskQueue):
         self._index.clear()
 
     async def _ensure(self) -> None:
-        """Connect, create the bucket and catch the index up, unless already done."""
+        """Connect and create the bucket, unless already done."""
         if self._ready and self._nc is not None and not self._nc.is_closed:
             return
         if not self._wanted:
@@ -180,10 +193,23 @@ class NATSTaskQueue(BaseTaskQueue):
                     self._inbox = self._nc.new_inbox()
                     await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
                 await self._create_bucket()
-                self._index.clear()
-                await self._watch()
-                await self._barrier()
+                if self._following:  # the bucket may be a new one: read it from the start
+                    self._index.clear()
+                    await self._watch()
                 self._ready = True
+
+    async def _follow(self) -> None:
+        """Start feeding the index from the bucket, unless it is fed already. Only reads of
+        the index need this: a process that just enqueues (or reads tasks by id) never has
+        every write of the namespace pushed back to it."""
+        while not self._following:
+            await self._ensure()
+            async with self._lock:
+                if self._following or not self._ready:
+                    continue  # done meanwhile, or the connection must be made again first
+                async with self._errors("connecting"):
+                    await self._watch()  # the index is empty but for what this process wrote
+                    self._following = True
 
     async def _dial(self) -> Any:
         nc = nats_client.Client()
@@ -242,7 +268,7 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _rewatch(self) -> None:
         try:
             async with self._lock:
-                if self._ready:
+                if self._ready and self._following:
                     await self._watch()
         except Exception as exc:  # the next barrier notices and tries again
             _log.debug("rebuilding the NATS watcher failed: %s", self._scrub(str(exc)))
@@ -280,7 +306,7 @@ class NATSTaskQueue(BaseTaskQueue):
         kv = int(msg.metadata.sequence.stream)
         deleted = bool(msg.headers and msg.headers.get(_KV_OP))
         kind, _, name = msg.subject[len(self._prefix):].partition(".")
-        name = name.translate(_DEC)
+        name = _name(name)
         if kind == "t":
             if deleted:
                 old = self._index.remove(name, kv)
@@ -306,7 +332,9 @@ class NATSTaskQueue(BaseTaskQueue):
     def _absorb(self, task_id: str, kv: int, head: _Head, *, watched: bool = False) -> None:
         # A version read or written directly is newer than the index only if the watcher
         # has not delivered it yet; older ones are skipped so a later delete is never undone.
-        if (watched or kv > self._index.seen) and self._index.put(task_id, kv, head):
+        # Without a watcher nothing would ever remove what is put, so nothing is kept.
+        if (watched or (self._following and kv > self._index.seen)) and self._index.put(
+                task_id, kv, head):
             self._wake(head.queue, head.ready_at is not None
                        and head.status is not TaskStatus.RUNNING)
 
@@ -314,7 +342,8 @@ class NATSTaskQueue(BaseTaskQueue):
                 watched: bool = False) -> None:
         # Claims of any queue report it (its queue cannot be read), so wake every worker.
         reason = f"cannot decode stored data: {exc}"
-        if (watched or kv > self._index.seen) and self._index.mark_broken(task_id, kv, raw, reason):
+        if (watched or (self._following and kv > self._index.seen)) and self._index.mark_broken(
+                task_id, kv, raw, reason):
             self._mark_ready()
             for _, fut in self._listeners:
                 if not fut.done():
@@ -357,13 +386,13 @@ class NATSTaskQueue(BaseTaskQueue):
         raise BackendError(f"NATS ({self._where}): the task index did not catch up")
 
     async def _sync(self) -> None:
-        await self._ensure()
+        await self._follow()
         await self._barrier()
 
     # -- requests ---------------------------------------------------------------------------
 
     def _subject(self, kind: str, name: str) -> str:
-        return f"{self._prefix}{kind}.{name.translate(_ENC)}"
+        return f"{self._prefix}{kind}.{_key(name)}"
 
     async def _publish(
         self, items: Sequence[tuple[str, bytes, int | None, bool]], doing: str
@@ -376,6 +405,7 @@ class NATSTaskQueue(BaseTaskQueue):
         loop = asyncio.get_running_loop()
         for start in range(0, len(items), _CHUNK):
             tokens: list[str] = []
+            acks: list[asyncio.Future[Any]] = []
             async with self._errors(doing):
                 try:
                     for subject, value, last, delete in items[start : start + _CHUNK]:
@@ -383,23 +413,30 @@ class NATSTaskQueue(BaseTaskQueue):
                         if delete:
                             headers[_KV_OP] = "DEL"
                         self._counter += 1
-                        tokens.append(str(self._counter))
-                        self._acks[tokens[-1]] = loop.create_future()
-                        await self._nc.publish(subject, value, reply=f"{self._inbox}.{tokens[-1]}",
+                        token = str(self._counter)
+                        tokens.append(token)
+                        acks.append(loop.create_future())
+                        self._acks[token] = acks[-1]
+                        await self._nc.publish(subject, value, reply=f"{self._inbox}.{token}",
                                                headers=headers or None)
-                    # Awaited in turn, without helper tasks: this is every write's hot path. A
-                    # dropped connection fails the pending acks at once (_on_disconnect).
-                    async with asyncio.timeout(self.timeout):
-                        acks = [await self._acks[t] for t in tokens]
+                    # Awaited in turn, without helper tasks, under one plain timer (cheaper
+                    # than asyncio.timeout's context manager): this is every write's hot path.
+                    # A dropped connection fails the pending acks at once (_on_disconnect), the
+                    # timer those that get no reply.
+                    timer = loop.call_later(self.timeout, _no_reply, acks)
+                    try:
+                        replies = [await ack for ack in acks]
+                    finally:
+                        timer.cancel()
                 finally:
                     for token in tokens:
                         self._acks.pop(token).cancel()
-                for ack in acks:
-                    if isinstance(ack, BaseException):
-                        raise ack
-                    out.append(ack)
-                    if ack is not None:
-                        self._index.written = max(self._index.written, ack)
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
+                    out.append(reply)
+                    if reply is not None:
+                        self._index.written = max(self._index.written, reply)
         return out
 
     async def _replies(self, pending: Awaitable[T]) -> T:
@@ -683,7 +720,7 @@ class NATSTaskQueue(BaseTaskQueue):
         # Called right after this process ended or deleted those tasks. A dependent created
         # before that write has a lower revision, so it is indexed once the watcher passes our
         # own newest write; one created after it reads the ended task itself when enqueued.
-        await self._ensure()
+        await self._follow()
         await self._reach(self._index.written)
         return {kid for i in task_ids for kid in self._index.children.get(i, ())}
 
@@ -739,13 +776,15 @@ class NATSTaskQueue(BaseTaskQueue):
         return min((t for t in times if t is not None), default=None)
 
     async def _remote_change(self, queue_names: list[str]) -> None:
-        await self._ensure()
-        if not self._nc.is_connected:
-            raise BackendError(f"NATS ({self._where}) is unreachable; reconnecting")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         listener = (frozenset(queue_names), fut)
+        # Listening before the watcher starts: a first watcher's catch-up wakes it early
+        # (the caller looks again), never too late.
         self._listeners.append(listener)
         try:
+            await self._follow()
+            if not self._nc.is_connected:
+                raise BackendError(f"NATS ({self._where}) is unreachable; reconnecting")
             await fut
         finally:
             self._listeners.remove(listener)
@@ -754,11 +793,28 @@ class NATSTaskQueue(BaseTaskQueue):
         await self._ensure()
         async with self._lock:
             self._ready = False
+            self._following = False
             await self._unwatch()
             self._index.clear()
             async with self._errors("dropping the namespace"):
                 with suppress(js_errors.NotFoundError):
                     await self._js.delete_stream(self._stream)
+
+
+class _Translated:
+    # A class rather than @asynccontextmanager: it wraps every write, and a class costs less.
+    __slots__ = ("doing", "queue")
+
+    def __init__(self, queue: NATSTaskQueue, doing: str) -> None:
+        self.queue, self.doing = queue, doing
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if isinstance(exc, nats_errors.Error | OSError | TimeoutError):
+            raise self.queue._failure(self.doing, exc) from None
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

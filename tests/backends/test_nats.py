@@ -124,9 +124,27 @@ async def test_resume_from_another_connection_wakes_the_waiter(make_queue: Queue
     assert await waiter.dequeue() is not None
 
 
+async def test_a_writer_follows_the_bucket_only_once_it_reads_the_index(
+    make_queue: QueueFactory,
+) -> None:
+    writer, other = await make_queue(), await make_queue()
+    assert isinstance(writer, NATSTaskQueue)
+    ids = await writer.enqueue_many([Task(func=tasks.add, args=(i, i)) for i in range(50)])
+    await other.enqueue(Task(func=tasks.add, args=(0, 0), id="other:1"))
+    assert writer._sub is None and not writer._index.rows, "enqueueing needs no watcher"
+    got = await writer.get_task(ids[0])
+    assert got is not None and got.args == (0, 0)
+    assert writer._sub is None and not writer._index.rows, "reading by id needs none either"
+    assert (await writer.stats("default")).pending == 51  # an index read starts following
+    assert writer._sub is not None and len(writer._index.rows) == 51
+    await other.enqueue(Task(func=tasks.add, args=(1, 1), id="other:2"))
+    assert (await writer.stats("default")).pending == 52
+
+
 async def test_a_dead_watcher_is_rebuilt_by_the_next_barrier(make_queue: QueueFactory) -> None:
     queue, producer = await make_queue(), await make_queue()
     assert isinstance(queue, NATSTaskQueue)
+    await queue.stats()  # reading the index starts the watcher
     await queue._sub.unsubscribe()  # the index stops following the bucket
     task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
     started = time.monotonic()
