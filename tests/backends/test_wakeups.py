@@ -40,16 +40,18 @@ async def test_waiter_wakes_on_another_connections_enqueue(backend: str, tmp_pat
                 assert not sleeper.done(), "work on another queue woke the waiter"
                 await sleeper
 
-            for _ in range(3):
+            for size in (1, 3, 1):  # single enqueues and a batch (stored by another path)
                 sleeper = asyncio.create_task(waiter.wait_for_work(["default"], 10.0))
                 await asyncio.sleep(0.1)
                 assert not sleeper.done()
                 started = time.monotonic()
-                task_id = await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
+                batch = [Task(func=tasks.add, args=(1, i)) for i in range(size)]
+                ids = await (producer.enqueue(batch[0]) if size == 1
+                             else producer.enqueue_many(batch))
                 await asyncio.wait_for(sleeper, 1.0)
                 assert time.monotonic() - started < 0.25
-                claimed = await waiter.dequeue()
-                assert claimed is not None and claimed.id == task_id
+                claimed = await waiter.dequeue_many("default", 10)
+                assert [t.id for t in claimed] == ([ids] if size == 1 else ids)
         finally:
             await producer.drop_namespace()
 

@@ -63,6 +63,23 @@ async def test_enqueue_many_returns_ids_in_order(queue: BaseTaskQueue) -> None:
     assert [t.id for t in listed] == ids
 
 
+async def test_enqueue_many_keeps_an_existing_id_and_stores_the_rest(
+    queue: BaseTaskQueue,
+) -> None:
+    await queue.enqueue(Task(func=tasks.add, args=(1, 1), id="job-5"))
+    batch = [Task(func=tasks.add, args=(i, i), id=f"job-{i}") for i in range(10)]
+    assert await queue.enqueue_many(batch) == [f"job-{i}" for i in range(10)]
+    kept = await queue.get_task("job-5")
+    assert kept is not None and kept.args == (1, 1), "the stored task is left as it was"
+    assert (await queue.stats("default")).pending == 10
+    listed = [t.id for t in await queue.list_tasks("default")]
+    assert listed == ["job-5", *(f"job-{i}" for i in range(10) if i != 5)]
+    again = await queue.enqueue_many([Task(func=tasks.add, args=(i, i), id=f"job-{i}")
+                                      for i in range(10, 13)])
+    assert again == ["job-10", "job-11", "job-12"]
+    assert (await queue.stats("default")).pending == 13
+
+
 async def test_get_task_unknown_is_none(queue: BaseTaskQueue) -> None:
     assert await queue.get_task("does-not-exist") is None
     with pytest.raises(TaskNotFoundError):
