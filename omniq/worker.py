@@ -103,7 +103,9 @@ class WorkerPool:
         self._ended_elsewhere: set[str] = set()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
-        self._changed = asyncio.Event()
+        # Done when a slot frees or a stop is asked for: what the claim loop sleeps on. A
+        # plain future, not Events, so that a sleep starts no helper tasks.
+        self._poked: asyncio.Future[None] | None = None
         self._releasing = False
         self._failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -129,7 +131,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Stop claiming; running tasks finish within the grace period."""
-        self._stopping.set()
+        self._stop_claiming()
 
     async def run(self, burst: bool = False) -> None:
         """Claim and run tasks until stopped (or, with ``burst``, until the queues drain).
@@ -172,8 +174,7 @@ class WorkerPool:
                 backoff = 0.1  # the backend answered: the next outage starts afresh
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
-                        self._changed.clear()  # set again when a slot frees
-                        await self._wait(self._changed.wait())
+                        await asyncio.wait({self._arm()})  # until a slot frees
                     continue
                 if burst and not self._runners and not self._outcomes.busy \
                         and await self._drained():
@@ -183,7 +184,7 @@ class WorkerPool:
                 if cancelling():
                     raise asyncio.CancelledError from exc  # a driver reworded our cancellation
                 log.warning("backend unavailable (%s); retrying in %.1fs", exc, backoff)
-                await self._wait(asyncio.sleep(backoff))
+                await self._sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _claim_some(self) -> int:
@@ -213,22 +214,29 @@ class WorkerPool:
         due = await self.queue.next_ready_at(self.queues)
         if due is not None:
             timeout = min(timeout, max(due - time.time(), 0.0))
-        self._changed.clear()
-        await self._wait(
-            self.queue.wait_for_work(self.queues, timeout, since=since), self._changed.wait()
-        )
+        await self.queue.wait_for_work(self.queues, timeout, since=since, interrupt=self._arm())
 
-    async def _wait(self, *aws: Awaitable[Any]) -> None:
-        """Await the first of ``aws`` or a stop request."""
-        waiters = [asyncio.ensure_future(a) for a in (*aws, self._stopping.wait())]
-        try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        for w in done:
-            if not w.cancelled() and w.exception() is not None:
-                raise w.exception()  # type: ignore[misc]
+    def _arm(self) -> asyncio.Future[None]:
+        """A new future for the claim loop to sleep on; ``_poke`` ends it (at once if a stop
+        was asked for already)."""
+        self._poked = asyncio.get_running_loop().create_future()
+        if self._stopping.is_set():
+            self._poked.set_result(None)
+        return self._poked
+
+    def _poke(self) -> None:
+        if self._poked is not None and not self._poked.done():
+            self._poked.set_result(None)
+
+    def _stop_claiming(self) -> None:
+        self._stopping.set()
+        self._poke()
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until a stop is asked for."""
+        end = time.monotonic() + delay
+        while not self._stopping.is_set() and (left := end - time.monotonic()) > 0:
+            await asyncio.wait({self._arm()}, timeout=left)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -241,7 +249,7 @@ class WorkerPool:
     def _finished(self, task_id: str, runner: asyncio.Task[None]) -> None:
         self._running.pop(task_id, None)
         self._runners.discard(runner)
-        self._changed.set()
+        self._poke()
 
     async def _execute(self, task: Task) -> None:
         self.counts["started"] += 1
@@ -323,12 +331,12 @@ class WorkerPool:
         overlaps the write; the monitor no longer heartbeats the task (its lease covers the
         write's retries). Counts and hooks follow once it is stored."""
         claimed = self._running.pop(task_id).task  # as of the claim or the latest heartbeat
-        self._changed.set()
+        self._poke()
         done = functools.partial(self._recorded, claimed, error is None)
         self._outcomes.submit(Outcome(claimed, result, error, retry), done)
 
     def _recorded(self, claimed: Task, success: bool, state: Task | OmniQError) -> None:
-        self._changed.set()  # a burst worker may be waiting for its last outcomes
+        self._poke()  # a burst worker may be waiting for its last outcomes
         if isinstance(state, BackendError):
             log.error("task %s: outcome lost, backend unavailable: %s", claimed.id, state)
             return
@@ -365,7 +373,7 @@ class WorkerPool:
         except BaseException as exc:
             log.exception("worker monitor failed; stopping the worker")
             self._failure = exc
-            self._stopping.set()
+            self._stop_claiming()
 
     async def _check_running(self) -> None:
         running = dict(self._running)
@@ -420,7 +428,7 @@ class WorkerPool:
         def on_signal() -> None:
             if self._stopping.is_set():
                 self._hurry.set()
-            self._stopping.set()
+            self._stop_claiming()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -164,7 +164,7 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def _apply_options(self, opts: registry.TaskOptions | None) -> None:
         # Only fields still at Task's own default take the decorator's value.
-        if opts is None:
+        if opts is None or opts == _NO_OPTIONS:  # a plain @omniq.task sets none
             return
         for name in opts.__struct_fields__:
             value = getattr(opts, name)
@@ -226,6 +226,7 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.schedule is not None and self.schedule.paused
 
 
+_NO_OPTIONS = registry.TaskOptions()
 _DEFAULTS: dict[str, Any] = {
     "queue_name": "default",
     "priority": 0,

@@ -238,6 +238,8 @@ class BaseTaskQueue(ABC):
             else:
                 task = copy.copy(task)  # the caller's Task stays as it was; no re-validation
                 task.func = ref
+        if not task.args and not task.kwargs:
+            return task  # nothing to check: no arguments encode to three bytes
         payload = encode_checked((task.args, task.kwargs), what=f"arguments of task {task.id}")
         if len(payload) > self.max_payload:
             raise InvalidTaskError(
@@ -586,23 +588,35 @@ class BaseTaskQueue(ABC):
         return await self._next_ready_at(list(queue_names), time.time())
 
     async def wait_for_work(
-        self, queue_names: Sequence[str], timeout: float, since: int | None = None
+        self,
+        queue_names: Sequence[str],
+        timeout: float,
+        since: int | None = None,
+        *,
+        interrupt: asyncio.Future[None] | None = None,
     ) -> None:
-        """Sleep up to ``timeout`` s, waking early when work may have become ready."""
+        """Sleep up to ``timeout`` s, waking early when work may have become ready (or when
+        ``interrupt`` is done: a worker's own reasons to wake, such as a stop)."""
         if since is not None and since != self._generation:
             return
         loop = asyncio.get_running_loop()
         local: asyncio.Future[None] = loop.create_future()
         self._waiters.add(local)
-        remote = asyncio.ensure_future(self._remote_change(list(queue_names)))
+        waiting: set[asyncio.Future[Any]] = {local}
+        if interrupt is not None:
+            waiting.add(interrupt)
+        remote = self._remote_watch(queue_names)
+        if remote is not None:
+            waiting.add(remote)
         try:
-            await asyncio.wait({local, remote}, timeout=max(timeout, 0.0),
+            await asyncio.wait(waiting, timeout=max(timeout, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._waiters.discard(local)
-            remote.cancel()
-            if remote.done() and not remote.cancelled() and remote.exception():
-                raise BackendError(f"waiting for work failed: {remote.exception()}")
+            if remote is not None:
+                remote.cancel()
+                if remote.done() and not remote.cancelled() and remote.exception():
+                    raise BackendError(f"waiting for work failed: {remote.exception()}")
 
     def _mark_ready(self) -> None:
         """Record that work may have become ready (here or, for backends that watch the store,
@@ -629,27 +643,37 @@ class BaseTaskQueue(ABC):
         default never returns (workers wake at the next due time, results are polled)."""
         await asyncio.Event().wait()
 
+    def _remote_watch(self, queue_names: Sequence[str]) -> asyncio.Future[None] | None:
+        """``_remote_change`` running, or None for a backend without one: a task that never
+        ends would only cost every wait its start and its cancellation."""
+        if type(self)._remote_change is BaseTaskQueue._remote_change:
+            return None
+        return asyncio.ensure_future(self._remote_change(list(queue_names)))
+
     @contextlib.asynccontextmanager
     async def _watching_ends(self) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
         """Listen for tasks ending (here or elsewhere) from now on; yields ``wait(timeout)``,
         which returns once one may have ended since, or after ``timeout``."""
         local: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._end_waiters.add(local)
-        remote = asyncio.ensure_future(self._remote_change([]))
+        remote = self._remote_watch([])
+        waiting: set[asyncio.Future[Any]] = {local} if remote is None else {local, remote}
 
         async def wait(timeout: float) -> None:
-            await asyncio.wait({local, remote}, timeout=max(timeout, 0.0),
+            await asyncio.wait(waiting, timeout=max(timeout, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
-            if remote.done() and not remote.cancelled() and remote.exception():
+            if remote is not None and remote.done() and not remote.cancelled() \
+                    and remote.exception():
                 raise BackendError(f"waiting for results failed: {remote.exception()}")
 
         try:
             yield wait
         finally:
             self._end_waiters.discard(local)
-            remote.cancel()
-            if remote.done() and not remote.cancelled():
-                remote.exception()  # seen (or irrelevant: the caller had its answer)
+            if remote is not None:
+                remote.cancel()
+                if remote.done() and not remote.cancelled():
+                    remote.exception()  # seen (or irrelevant: the caller had its answer)
 
     # -- shared machinery -------------------------------------------------------------------
 
