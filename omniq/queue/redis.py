@@ -200,17 +200,6 @@ class RedisTaskQueue(BaseTaskQueue):
     # -- records ----------------------------------------------------------------------------
 
     @staticmethod
-    def _fields(task: Task) -> tuple[bytes, bytes]:
-        """The hash fields, packed into one argument (cheaper to send), and the body."""
-        ready = rules.ready_at(task)
-        fields = encode([
-            task.queue_name, task.status.value, task.revision, task.lease or "",
-            task.worker_id or "", task.attempts, _num(rules.epoch(task.started_at)), _num(ready),
-            f"{PRIORITY_MAX - task.priority:08x}", _time_key(ready), " ".join(task.depends_on),
-        ])
-        return fields, encode_task(task)
-
-    @staticmethod
     def _task(row: Sequence[bytes | None]) -> Task:
         body, st, rev, lease, wid, att, started, ready = row
         assert body is not None and st is not None
@@ -235,9 +224,11 @@ class RedisTaskQueue(BaseTaskQueue):
         now = _num(time.time())
         inserted: list[bool] = []
         for start in range(0, len(tasks), _CHUNK):
-            args: list[Any] = [now]
-            for task in tasks[start : start + _CHUNK]:
-                args += [task.id, *self._fields(task)]
+            # Ids and fields of the whole chunk in one argument, then the bodies (Redis's Lua
+            # msgpack predates the bin type): the client packs one value per task, not three.
+            chunk = tasks[start : start + _CHUNK]
+            rows = encode([(t.id, _columns(t)) for t in chunk])
+            args = [now, rows, *(encode_task(t) for t in chunk)]
             inserted.extend(bool(flag) for flag in await self._run("insert", args))
         return inserted
 
@@ -258,9 +249,8 @@ class RedisTaskQueue(BaseTaskQueue):
         written: list[bool] = []
         for start in range(0, len(changes), _CHUNK):
             chunk = changes[start : start + _CHUNK]
-            args: list[Any] = [_num(time.time())]
-            for task, revision in chunk:
-                args += [task.id, revision, *self._fields(task)]
+            rows = encode([(task.id, revision, _columns(task)) for task, revision in chunk])
+            args = [_num(time.time()), rows, *(encode_task(task) for task, _ in chunk)]
             for (task, _), reply in zip(chunk, await self._run("replace", args), strict=True):
                 written.append(int(reply[0]) != 0)
                 if int(reply[0]) == 2:
@@ -436,3 +426,13 @@ class RedisTaskQueue(BaseTaskQueue):
         for names, future in self._remote_waiters:
             if (queue is None or queue in names) and not future.done():
                 future.set_result(None)
+
+
+def _columns(task: Task) -> list[Any]:
+    """The hash fields of a task, in the order the scripts' ``store`` reads them."""
+    ready = rules.ready_at(task)
+    return [
+        task.queue_name, task.status.value, task.revision, task.lease or "",
+        task.worker_id or "", task.attempts, _num(rules.epoch(task.started_at)), _num(ready),
+        f"{PRIORITY_MAX - task.priority:08x}", _time_key(ready), " ".join(task.depends_on),
+    ]

@@ -37,15 +37,13 @@ local function unindex(id, t)
   redis.call('ZREM', P .. 'due:' .. t[1], member)
   redis.call('ZREM', skey(t[1], t[2]), id)
 end
--- packed: msgpack of q st rev lease wid att sa ra pk tk deps (see RedisTaskQueue._fields)
-local function store(id, seq, sq, packed, body, now)
-  local f = cmsgpack.unpack(packed)
+-- f: q st rev lease wid att sa ra pk tk deps (see _columns in omniq.queue.redis)
+local function store(id, seq, sq, f, body, now)
   redis.call('HSET', tkey(id), 'q', f[1], 'st', f[2], 'rev', f[3], 'lease', f[4], 'wid', f[5],
     'att', f[6], 'sa', f[7], 'ra', f[8], 'pk', f[9], 'tk', f[10], 'dp', f[11],
     'seq', seq, 'sq', sq)
   redis.call('SET', P .. 'b:' .. id, body)
   redis.call('ZADD', skey(f[1], f[2]), seq, id)
-  redis.call('SADD', P .. 'queues', f[1])
   place(id, f[1], f[2], f[8], f[9] .. f[10] .. sq .. id, now)
   return f
 end
@@ -58,19 +56,26 @@ local function queues(list)
 end
 """
 
+# One INCRBY and one SADD per queue for the whole batch, not per task (an id that exists
+# already leaves a gap in the sequence, which only orders).
+# ARGV: P now rows (msgpack: per task its id and fields), then each task's body.
 _INSERT = """
-local now, out = tonumber(ARGV[2]), {}
-for i = 3, #ARGV, 3 do
-  local id = ARGV[i]
+local now, out, named = tonumber(ARGV[2]), {}, {}
+local rows = cmsgpack.unpack(ARGV[3])
+local seq = redis.call('INCRBY', P .. 'seq', #rows) - #rows
+for k, r in ipairs(rows) do
+  local id = r[1]
   if redis.call('EXISTS', tkey(id)) == 1 then out[#out + 1] = 0 else
-    local seq = redis.call('INCR', P .. 'seq')
-    local f = store(id, seq, string.format('%016x', seq), ARGV[i + 1], ARGV[i + 2], now)
+    seq = seq + 1
+    local f = store(id, seq, string.format('%016x', seq), r[2], ARGV[3 + k], now)
+    named[f[1]] = true
     for dep in string.gmatch(f[11], '%S+') do
       redis.call('SADD', P .. 'dependents:' .. dep, id)
     end
     out[#out + 1] = 1
   end
 end
+for q in pairs(named) do redis.call('SADD', P .. 'queues', q) end
 publish()
 return out
 """
@@ -81,15 +86,15 @@ for i = 2, #ARGV do out[#out + 1] = row(ARGV[i]) end
 return out
 """
 
-# ARGV: P now, then per task: id expected_revision packed body
+# ARGV: P now rows (msgpack: per task its id, expected revision and fields), then the bodies
 _REPLACE = """
 local now, out = tonumber(ARGV[2]), {}
-for i = 3, #ARGV, 4 do
-  local id = ARGV[i]
+for k, r in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local id = r[1]
   local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
-  if not t[1] or tonumber(t[6]) ~= tonumber(ARGV[i + 1]) then out[#out + 1] = {0} else
+  if not t[1] or tonumber(t[6]) ~= tonumber(r[2]) then out[#out + 1] = {0} else
     unindex(id, t)
-    local f = store(id, t[7], t[5], ARGV[i + 2], ARGV[i + 3], now)
+    local f = store(id, t[7], t[5], r[3], ARGV[3 + k], now)
     -- Ending now: hand back its dependents, which the caller settles next (saves a round
     -- trip, and is exact: a dependent enqueued later reads this task as ended).
     local r = {1}
