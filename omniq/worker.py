@@ -170,11 +170,16 @@ class WorkerPool:
             try:
                 # Read before claiming: work made ready during the claim must wake us.
                 since = self.queue.generation
+                free = self.concurrency - self.active
                 claimed = await self._claim_some()
                 backoff = 0.1  # the backend answered: the next outage starts afresh
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
                         await asyncio.wait({self._arm()})  # until a slot frees
+                    elif claimed < free and self.queue.short_claim_drains:
+                        # Nothing else was due: asking again would be a wasted round trip.
+                        # Work that arrived since the claim began wakes the wait at once.
+                        await self._idle(since)
                     continue
                 if burst and not self._runners and not self._outcomes.busy \
                         and await self._drained():

@@ -116,6 +116,9 @@ class BaseTaskQueue(ABC):
 
     #: True only where tasks never leave the process, so lambdas can be queued.
     keeps_callables: ClassVar[bool] = False
+    #: True where a claim that returns fewer tasks than asked for found no other due task
+    #: then, so a worker may sleep (until woken) instead of asking again at once.
+    short_claim_drains: ClassVar[bool] = True
 
     def __init__(
         self,
