@@ -5,9 +5,13 @@
   ``FOR UPDATE SKIP LOCKED`` (asyncpg, one connection, one statement per claim and per
   completion);
 - NATS: JetStream messages fetched and acknowledged per second from a pull consumer
-  (nats-py, fetch batches of 100).
+  (nats-py, fetch batches of 100);
+- NATS, one by one: ``js.publish`` awaited for its acknowledgement, one message at a time,
+  to one subject of a plain stream (what Taskiq's enqueue does) and to a new key of a
+  key-value bucket each time (what an OmniQ enqueue is) — the floor of a single enqueue.
 
-    python -m benchmarks.raw redis|postgres|nats --ns NS [--size N]
+    python -m benchmarks.raw redis|postgres|nats|nats-publish-stream|nats-publish-kv \
+        --ns NS [--size N]
 
 Runs in the project's .venv; prints one ``RESULT`` JSON line like the driver.
 """
@@ -20,6 +24,8 @@ import time
 
 from benchmarks import services
 from benchmarks.common import NATS, REDIS, print_result
+
+PUBLISH = ("nats-publish-stream", "nats-publish-kv")
 
 
 async def redis_ceiling(ns: str, seconds: float) -> float:
@@ -104,17 +110,48 @@ async def nats_ceiling(ns: str, messages: int) -> float:
         await nc.close()
 
 
+async def nats_publish(ns: str, messages: int, kv: bool) -> float:
+    """Acknowledged publishes per second, one at a time: to one stream subject, or each to a
+    new key of a key-value bucket (history 1, as OmniQ's)."""
+    import nats
+
+    nc = await nats.connect(NATS)
+    js = nc.jetstream()
+    stream = f"KV_{ns}_pub" if kv else f"{ns}_pub"
+    try:
+        if kv:
+            await js.create_key_value(bucket=f"{ns}_pub", history=1, direct=True)
+        else:
+            await js.add_stream(name=stream, subjects=[f"{ns}.pub"])
+
+        def subject(i: int) -> str:
+            return f"$KV.{ns}_pub.k{i}" if kv else f"{ns}.pub"
+
+        for i in range(100):  # warm up
+            await js.publish(subject(messages + i), b"x" * 100)
+        started = time.perf_counter()
+        for i in range(messages):
+            await js.publish(subject(i), b"x" * 100)
+        return messages / (time.perf_counter() - started)
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
     if args.server == "redis":
         return {"rate": await redis_ceiling(args.ns, args.size / 20_000)}
     if args.server == "postgres":
         return {"rate": await postgres_ceiling(args.ns, args.size)}
+    if args.server.startswith("nats-publish"):
+        kv = args.server.endswith("kv")
+        return {"rate": await nats_publish(args.ns, args.size // 10, kv)}
     return {"rate": await nats_ceiling(args.ns, args.size)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.raw")
-    p.add_argument("server", choices=("redis", "postgres", "nats"))
+    p.add_argument("server", choices=("redis", "postgres", "nats", *PUBLISH))
     p.add_argument("--ns", required=True)
     p.add_argument("--size", type=int, default=50_000,
                    help="jobs/messages (Redis: runs size/20,000 seconds)")

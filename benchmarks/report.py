@@ -28,7 +28,11 @@ BACKEND_NAMES = {"memory": "Memory", "sqlite": "SQLite", "file": "File (local)",
 RAW_NAMES = {"redis": "Redis: pipelined commands/s (redis-py)",
              "postgres": "PostgreSQL: jobs claimed+completed/s, 100 at a time, SKIP LOCKED "
                          "(asyncpg)",
-             "nats": "NATS: JetStream msgs fetched+acked/s, pull consumer (nats-py)"}
+             "nats": "NATS: JetStream msgs fetched+acked/s, pull consumer (nats-py)",
+             "nats-publish-stream": "NATS: acknowledged publishes 1-by-1 to a stream subject "
+                                    "(nats-py)",
+             "nats-publish-kv": "NATS: acknowledged publishes 1-by-1, each to a new key of "
+                                "a bucket (nats-py)"}
 
 
 def number(value: float | None, key: str = "") -> str:
