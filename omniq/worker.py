@@ -101,7 +101,7 @@ class WorkerPool:
         self._outcomes = OutcomeWriter(queue)
         self._run_middleware: list[RunMiddleware] = []
         self._ended_elsewhere: set[str] = set()
-        self._stopping = asyncio.Event()
+        self._stopping = False  # stop() or a signal: claim no more
         self._hurry = asyncio.Event()  # a second signal: skip what is left of the grace period
         # Done when a slot frees or a stop is asked for: what the claim loop sleeps on. A
         # plain future, not Events, so that a sleep starts no helper tasks.
@@ -156,7 +156,7 @@ class WorkerPool:
                 await monitor
             restore()
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._stopping.clear()  # the pool can run again
+            self._stopping = False  # the pool can run again
             self._hurry.clear()
             log.info("worker %s stopped", self.worker_id)
         if self._failure is not None:
@@ -166,7 +166,7 @@ class WorkerPool:
 
     async def _claim_loop(self, burst: bool) -> None:
         backoff = 0.1
-        while not self._stopping.is_set():
+        while not self._stopping:
             try:
                 # Read before claiming: work made ready during the claim must wake us.
                 since = self.queue.generation
@@ -225,7 +225,7 @@ class WorkerPool:
         """A new future for the claim loop to sleep on; ``_poke`` ends it (at once if a stop
         was asked for already)."""
         self._poked = asyncio.get_running_loop().create_future()
-        if self._stopping.is_set():
+        if self._stopping:
             self._poked.set_result(None)
         return self._poked
 
@@ -234,13 +234,13 @@ class WorkerPool:
             self._poked.set_result(None)
 
     def _stop_claiming(self) -> None:
-        self._stopping.set()
+        self._stopping = True
         self._poke()
 
     async def _sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or until a stop is asked for."""
         end = time.monotonic() + delay
-        while not self._stopping.is_set() and (left := end - time.monotonic()) > 0:
+        while not self._stopping and (left := end - time.monotonic()) > 0:
             await asyncio.wait({self._arm()}, timeout=left)
 
     # -- running ----------------------------------------------------------------------------
@@ -431,7 +431,7 @@ class WorkerPool:
         installed = []
 
         def on_signal() -> None:
-            if self._stopping.is_set():
+            if self._stopping:
                 self._hurry.set()
             self._stop_claiming()
 

@@ -71,6 +71,9 @@ def check_id(task_id: object) -> str:
     return task_id
 
 
+_good_queue_names: set[str] = set()  # names that passed check_queue_name (a bounded few)
+
+
 def check_queue_name(name: object) -> str:
     """Validate a queue name: 1-64 of [A-Za-z0-9_.-], starting alphanumeric, without '..' or a
     trailing '.'."""
@@ -89,9 +92,6 @@ def check_queue_name(name: object) -> str:
     if len(_good_queue_names) < 1024:
         _good_queue_names.add(name)
     return name
-
-
-_good_queue_names: set[str] = set()
 
 
 def _check_seconds(field: str, value: object, *, allow_zero: bool) -> None:

@@ -605,21 +605,16 @@ class BaseTaskQueue(ABC):
         loop = asyncio.get_running_loop()
         local: asyncio.Future[None] = loop.create_future()
         self._waiters.add(local)
-        waiting: set[asyncio.Future[Any]] = {local}
-        if interrupt is not None:
-            waiting.add(interrupt)
         remote = self._remote_watch(queue_names)
-        if remote is not None:
-            waiting.add(remote)
+        waiting = {local, remote} if interrupt is None else {local, remote, interrupt}
         try:
             await asyncio.wait(waiting, timeout=max(timeout, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._waiters.discard(local)
-            if remote is not None:
-                remote.cancel()
-                if remote.done() and not remote.cancelled() and remote.exception():
-                    raise BackendError(f"waiting for work failed: {remote.exception()}")
+            remote.cancel()
+            if remote.done() and not remote.cancelled() and remote.exception():
+                raise BackendError(f"waiting for work failed: {remote.exception()}")
 
     def _mark_ready(self) -> None:
         """Record that work may have become ready (here or, for backends that watch the store,
@@ -646,11 +641,11 @@ class BaseTaskQueue(ABC):
         default never returns (workers wake at the next due time, results are polled)."""
         await asyncio.Event().wait()
 
-    def _remote_watch(self, queue_names: Sequence[str]) -> asyncio.Future[None] | None:
-        """``_remote_change`` running, or None for a backend without one: a task that never
-        ends would only cost every wait its start and its cancellation."""
+    def _remote_watch(self, queue_names: Sequence[str]) -> asyncio.Future[None]:
+        """``_remote_change`` running; for a backend without one a plain future that never
+        ends (a task would cost every wait its start and its cancellation)."""
         if type(self)._remote_change is BaseTaskQueue._remote_change:
-            return None
+            return asyncio.get_running_loop().create_future()
         return asyncio.ensure_future(self._remote_change(list(queue_names)))
 
     @contextlib.asynccontextmanager
@@ -660,23 +655,20 @@ class BaseTaskQueue(ABC):
         local: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._end_waiters.add(local)
         remote = self._remote_watch([])
-        waiting: set[asyncio.Future[Any]] = {local} if remote is None else {local, remote}
 
         async def wait(timeout: float) -> None:
-            await asyncio.wait(waiting, timeout=max(timeout, 0.0),
+            await asyncio.wait({local, remote}, timeout=max(timeout, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
-            if remote is not None and remote.done() and not remote.cancelled() \
-                    and remote.exception():
+            if remote.done() and not remote.cancelled() and remote.exception():
                 raise BackendError(f"waiting for results failed: {remote.exception()}")
 
         try:
             yield wait
         finally:
             self._end_waiters.discard(local)
-            if remote is not None:
-                remote.cancel()
-                if remote.done() and not remote.cancelled():
-                    remote.exception()  # seen (or irrelevant: the caller had its answer)
+            remote.cancel()
+            if remote.done() and not remote.cancelled():
+                remote.exception()  # seen (or irrelevant: the caller had its answer)
 
     # -- shared machinery -------------------------------------------------------------------
 

@@ -333,20 +333,21 @@ class NATSTaskQueue(BaseTaskQueue):
                 fut.set_result(None)
 
     def _absorb(self, task_id: str, kv: int, head: _Head, *, watched: bool = False) -> None:
+        if self._indexes(kv, watched) and self._index.put(task_id, kv, head):
+            self._wake(head.queue, head.ready_at is not None
+                       and head.status is not TaskStatus.RUNNING)
+
+    def _indexes(self, kv: int, watched: bool) -> bool:
         # A version read or written directly is newer than the index only if the watcher
         # has not delivered it yet; older ones are skipped so a later delete is never undone.
         # Without a watcher nothing would ever remove what is put, so nothing is kept.
-        if (watched or (self._following and kv > self._index.seen)) and self._index.put(
-                task_id, kv, head):
-            self._wake(head.queue, head.ready_at is not None
-                       and head.status is not TaskStatus.RUNNING)
+        return watched or (self._following and kv > self._index.seen)
 
     def _broken(self, task_id: str, kv: int, raw: bytes, exc: Exception, *,
                 watched: bool = False) -> None:
         # Claims of any queue report it (its queue cannot be read), so wake every worker.
         reason = f"cannot decode stored data: {exc}"
-        if (watched or (self._following and kv > self._index.seen)) and self._index.mark_broken(
-                task_id, kv, raw, reason):
+        if self._indexes(kv, watched) and self._index.mark_broken(task_id, kv, raw, reason):
             self._mark_ready()
             for _, fut in self._listeners:
                 if not fut.done():

@@ -31,6 +31,7 @@ _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
 _HOT = ", ".join(WRITTEN)
+_READY = WRITTEN.index("ready_at")
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
 _HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
 # What the driver raises when the server or the connection is not there (or refused a
@@ -254,9 +255,10 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         goes back to the pool, which resets or replaces it, and a new one is kept next time."""
         self._lane_busy = True
         conn, kept = self._lane, False
+        if conn is not None and not _open(conn):
+            conn = None  # the pool took it back already
         try:
-            if conn is None or not _open(conn):
-                conn = None
+            if conn is None:
                 conn = await pool.acquire()
             result = await work(conn)
             kept = self._pool is pool  # not closing
@@ -300,7 +302,7 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         less per row than INSERT ... ON CONFLICT but cannot skip a row, so an id that
         exists already makes it write nothing and return False (the caller then inserts)."""
         woken = sorted({t.queue_name for t, values in rows
-                        if values[3] is not None and t.status is not TaskStatus.RUNNING})
+                        if values[_READY] is not None and t.status is not TaskStatus.RUNNING})
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table(

@@ -63,11 +63,11 @@ _INSERT = """
 local now, out, named = tonumber(ARGV[2]), {}, {}
 local rows = cmsgpack.unpack(ARGV[3])
 local seq = redis.call('INCRBY', P .. 'seq', #rows) - #rows
-for k, r in ipairs(rows) do
-  local id = r[1]
+for k, item in ipairs(rows) do
+  local id = item[1]
   if redis.call('EXISTS', tkey(id)) == 1 then out[#out + 1] = 0 else
     seq = seq + 1
-    local f = store(id, seq, string.format('%016x', seq), r[2], ARGV[3 + k], now)
+    local f = store(id, seq, string.format('%016x', seq), item[2], ARGV[3 + k], now)
     named[f[1]] = true
     for dep in string.gmatch(f[11], '%S+') do
       redis.call('SADD', P .. 'dependents:' .. dep, id)
@@ -89,12 +89,12 @@ return out
 # ARGV: P now rows (msgpack: per task its id, expected revision and fields), then the bodies
 _REPLACE = """
 local now, out = tonumber(ARGV[2]), {}
-for k, r in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id = r[1]
+for k, item in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local id = item[1]
   local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
-  if not t[1] or tonumber(t[6]) ~= tonumber(r[2]) then out[#out + 1] = {0} else
+  if not t[1] or tonumber(t[6]) ~= tonumber(item[2]) then out[#out + 1] = {0} else
     unindex(id, t)
-    local f = store(id, t[7], t[5], r[3], ARGV[3 + k], now)
+    local f = store(id, t[7], t[5], item[3], ARGV[3 + k], now)
     -- Ending now: hand back its dependents, which the caller settles next (saves a round
     -- trip, and is exact: a dependent enqueued later reads this task as ended).
     local r = {1}

@@ -46,12 +46,12 @@ async def test_waiter_wakes_on_another_connections_enqueue(backend: str, tmp_pat
                 assert not sleeper.done()
                 started = time.monotonic()
                 batch = [Task(func=tasks.add, args=(1, i)) for i in range(size)]
-                ids = await (producer.enqueue(batch[0]) if size == 1
-                             else producer.enqueue_many(batch))
+                ids = ([await producer.enqueue(batch[0])] if size == 1
+                       else await producer.enqueue_many(batch))
                 await asyncio.wait_for(sleeper, 1.0)
                 assert time.monotonic() - started < 0.25
                 claimed = await waiter.dequeue_many("default", 10)
-                assert [t.id for t in claimed] == ([ids] if size == 1 else ids)
+                assert [t.id for t in claimed] == ids
         finally:
             await producer.drop_namespace()
 
