@@ -45,6 +45,9 @@ _REF = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 _allowed: dict[str, Callable[..., Any]] = {}
 # The reference of each allowed function, so enqueueing one does not rebuild it every time.
 _references: dict[Callable[..., Any], str] = {}
+# Allowed functions that are not ``@omniq.task`` objects and carry no options: building a
+# Task of one needs no more than this membership test.
+plain_functions: set[Callable[..., Any]] = set()
 
 
 class TaskOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -91,6 +94,8 @@ def allow(func: Callable[..., Any]) -> None:
         return
     _allowed.setdefault(ref, func)
     _references[func] = ref
+    if not isinstance(func, TaskFunction) and options_of(func) is None:
+        plain_functions.add(func)
 
 
 def options_of(func: object) -> TaskOptions | None:

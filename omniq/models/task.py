@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -53,10 +54,17 @@ _TERMINAL = frozenset(
 # (random ones touch a different page per insert), which makes bulk inserts cheaper.
 _UUID7_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _UUID7_SET = (0x7 << 76) | (0x2 << 62)
+# The random bits come from a generator the OS seeds (again in a forked child, which would
+# otherwise repeat its parent's ids): a system call per id was the largest cost of building a
+# Task. It is private, so an application's random.seed() cannot make ids repeat; ids need to
+# be unique, not unguessable.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+_random_bits = _random.getrandbits
 
 
 def _new_id() -> str:
-    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    n = (time.time_ns() // 1_000_000) << 80 | _random_bits(80)
     h = (n & _UUID7_CLEAR | _UUID7_SET).to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -154,12 +162,12 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
         # the caller passed, so re-checking on each state change would only cost time.
         if self.created_at is not None:
             return
-        if callable(self.func):
+        if not callable(self.func):
+            registry.check_reference(self.func)
+        elif self.func not in registry.plain_functions:  # those need nothing more done
             self._apply_options(registry.options_of(self.func))
             self.func = registry.unwrap(self.func)  # an @omniq.task object stores its function
             registry.allow(self.func)
-        else:
-            registry.check_reference(self.func)
         self._validate()
 
     def _apply_options(self, opts: registry.TaskOptions | None) -> None:
@@ -172,6 +180,24 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
                 setattr(self, name, value)
 
     def _validate(self) -> None:
+        # Every enqueue validates twice, so the common shape is decided in one expression;
+        # anything else goes through the checks that name the bad field.
+        kwargs, task_id, p, r, m, a = (
+            self.kwargs, self.id, self.priority, self.retries, self.max_retries, self.attempts)
+        if not (type(self.args) is tuple and type(kwargs) is dict
+                and (not kwargs or all(type(k) is str for k in kwargs))
+                and type(task_id) is str and _ID.fullmatch(task_id) and ".." not in task_id
+                and type(self.queue_name) is str and self.queue_name in _good_queue_names
+                and type(p) is int and type(r) is int and type(m) is int and type(a) is int
+                and PRIORITY_MIN <= p <= PRIORITY_MAX and 0 <= r <= 2**31
+                and 0 <= m <= 1_000_000 and 0 <= a <= 2**62
+                and type(self.retry_delay) is float and 0 <= self.retry_delay < math.inf
+                and self.ttl is None and self.timeout is None
+                and type(self.depends_on) is list and not self.depends_on
+                and type(self.headers) is dict and not self.headers and self.schedule is None):
+            self._validate_each()
+
+    def _validate_each(self) -> None:
         if isinstance(self.args, list):
             self.args = tuple(self.args)
         if not isinstance(self.args, tuple):
@@ -182,16 +208,10 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise InvalidTaskError("kwargs must be a dict with string keys")
         check_id(self.id)
         check_queue_name(self.queue_name)
-        # Every enqueue validates twice, so the common case is decided in one expression and
-        # only a failing task pays for the checks that name the bad field.
-        p, r, m, a = self.priority, self.retries, self.max_retries, self.attempts
-        if not (type(p) is int and type(r) is int and type(m) is int and type(a) is int
-                and PRIORITY_MIN <= p <= PRIORITY_MAX and 0 <= r <= 2**31
-                and 0 <= m <= 1_000_000 and 0 <= a <= 2**62):
-            _check_count("priority", p, PRIORITY_MIN, PRIORITY_MAX)
-            _check_count("retries", r, 0, 2**31)
-            _check_count("max_retries", m, 0, 1_000_000)
-            _check_count("attempts", a, 0, 2**62)
+        _check_count("priority", self.priority, PRIORITY_MIN, PRIORITY_MAX)
+        _check_count("retries", self.retries, 0, 2**31)
+        _check_count("max_retries", self.max_retries, 0, 1_000_000)
+        _check_count("attempts", self.attempts, 0, 2**62)
         _check_seconds("retry_delay", self.retry_delay, allow_zero=True)
         if self.ttl is not None:
             _check_seconds("ttl", self.ttl, allow_zero=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import logging
 import re
@@ -188,14 +187,14 @@ class BaseTaskQueue(ABC):
         for task in tasks:
             if not isinstance(task, Task):
                 raise InvalidTaskError(f"expected a Task, not {type(task).__name__}")
-            batch.setdefault(task.id, self._checked(task))
+            func = self._checked(task)  # a repeated id is checked too, then left out
+            if task.id not in batch:
+                batch[task.id] = rules.initial(task, now, func=func)
         if not batch:
             return []
         if any(t.depends_on for t in batch.values()):
             await self._check_dependencies(batch)
-        records = [
-            rules.initial(t, now, waiting=bool(t.depends_on)) for t in batch.values()
-        ]
+        records = list(batch.values())
         if self._enqueue_middleware:
             inserted = await self._insert_through_middleware(records)
         else:
@@ -230,26 +229,25 @@ class BaseTaskQueue(ABC):
         call_next = functools.partial(self._insert_through_middleware, index=index + 1)
         return await self._enqueue_middleware[index](records, call_next)
 
-    def _checked(self, task: Task) -> Task:
+    def _checked(self, task: Task) -> Callable[..., Any] | str:
+        """Check a task to be enqueued; its function as it is to be stored."""
         task._validate()  # again: the caller may have changed it since it was built
-        if callable(task.func):
+        func = task.func
+        if callable(func):
             try:
-                ref = task.func_ref
+                func = task.func_ref
             except SerializationError:
                 if not self.keeps_callables:
                     raise  # lambdas and nested functions cannot leave the process
-            else:
-                task = copy.copy(task)  # the caller's Task stays as it was; no re-validation
-                task.func = ref
-        if not task.args and not task.kwargs:
-            return task  # nothing to check: no arguments encode to three bytes
-        payload = encode_checked((task.args, task.kwargs), what=f"arguments of task {task.id}")
-        if len(payload) > self.max_payload:
-            raise InvalidTaskError(
-                f"task {task.id} payload is {len(payload)} bytes, over max_payload "
-                f"({self.max_payload} bytes)"
-            )
-        return task
+        if task.args or task.kwargs:  # no arguments encode to three bytes: nothing to check
+            payload = encode_checked((task.args, task.kwargs),
+                                     what=f"arguments of task {task.id}")
+            if len(payload) > self.max_payload:
+                raise InvalidTaskError(
+                    f"task {task.id} payload is {len(payload)} bytes, over max_payload "
+                    f"({self.max_payload} bytes)"
+                )
+        return func
 
     # -- claiming ---------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ backend follows the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -50,12 +51,14 @@ def due_status(run_at: datetime, now: datetime) -> TaskStatus:
     return TaskStatus.SCHEDULED if run_at > now else TaskStatus.PENDING
 
 
-def initial(task: Task, now: datetime, *, waiting: bool) -> Task:
-    """The stored form of a newly enqueued task."""
+def initial(task: Task, now: datetime, *, func: Callable[..., Any] | str) -> Task:
+    """The stored form of a newly enqueued task (a copy: the caller's stays as it was), with
+    ``func`` as it is to be stored."""
     run_at = task.schedule.first_run(now) if task.schedule else now
-    status = TaskStatus.WAITING if waiting else due_status(run_at, now)
+    status = TaskStatus.WAITING if task.depends_on else due_status(run_at, now)
     return replace(
         task,
+        func=func,
         status=status,
         created_at=now,
         run_at=run_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -82,6 +83,24 @@ def test_ids_are_time_ordered_uuid7() -> None:
     assert max(first) < later
     stamp = int(later.replace("-", "")[:12], 16) / 1000
     assert abs(stamp - time.time()) < 5
+
+
+def test_a_forked_process_makes_other_ids() -> None:
+    def random_parts(count: int) -> set[str]:
+        return {Task(func="m:f").id[-17:] for _ in range(count)}  # after the time and version
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids back to the parent, then out without pytest's exit hooks
+        os.write(write, ",".join(random_parts(50)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = random_parts(50)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split(","))
+    assert len(theirs) == 50 and len(mine) == 50
+    assert not mine & theirs
 
 
 def test_lambdas_have_no_reference() -> None:
