@@ -208,3 +208,18 @@ async def test_recovers_after_its_connections_are_killed(
     await asyncio.sleep(0.1)
     await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
     await asyncio.wait_for(sleeper, 1.0)
+
+
+async def test_the_first_calls_after_the_server_closed_its_connections_succeed(
+    make_queue: QueueFactory, raw: Any
+) -> None:
+    # A connection the server closed is found before it is used (as after a restart), not
+    # by failing a caller's command.
+    queue = await make_queue()
+    first = await queue.enqueue(Task(func=tasks.add, args=(1, 2)))
+    for _ in range(3):
+        assert await _kill_clients(raw, queue) >= 1
+        await asyncio.sleep(0.1)  # the closes reach the client (nothing to wait on here)
+        assert (await queue.get_task(first)) is not None
+        second = await queue.enqueue(Task(func=tasks.add, args=(3, 4)))
+        assert {t.id for t in await queue.list_tasks()} >= {first, second}
