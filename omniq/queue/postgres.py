@@ -31,7 +31,9 @@ _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
 _HOT = ", ".join(WRITTEN)
-_READY = WRITTEN.index("ready_at")
+# Where a COPY record (the id, then WRITTEN) holds these columns.
+_QUEUE, _STATUS, _READY = (1 + WRITTEN.index(c) for c in ("queue_name", "status", "ready_at"))
+_RUNNING = TaskStatus.RUNNING.value
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
 _HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
 # What the driver raises when the server or the connection is not there (or refused a
@@ -281,11 +283,10 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
     async def _insert(self, tasks: list[Task]) -> list[bool]:
         if len(tasks) == 1 and not tasks[0].depends_on:
             return [await self._insert_one(tasks[0])]
-        rows = [(t, row_values(t)) for t in tasks]
         if not any(t.depends_on for t in tasks) and await self._run(
-                functools.partial(self._copy, rows)):
+                functools.partial(self._copy, tasks)):
             return [True] * len(tasks)
-        chunks = _chunks(rows)
+        chunks = _chunks([(t, row_values(t)) for t in tasks])
         sql = self._insert_sql
 
         async def insert_all(conn: Any) -> list[Any]:
@@ -297,22 +298,22 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         inserted = {row[0] for row in await self._run(insert_all)}
         return [t.id in inserted for t in tasks]
 
-    async def _copy(self, rows: list[_Row], conn: Any) -> bool:
-        """The bulk path: COPY the rows in, in one transaction with the wake-ups. COPY costs
-        less per row than INSERT ... ON CONFLICT but cannot skip a row, so an id that
-        exists already makes it write nothing and return False (the caller then inserts)."""
-        woken = sorted({t.queue_name for t, values in rows
-                        if values[_READY] is not None and t.status is not TaskStatus.RUNNING})
+    async def _copy(self, tasks: list[Task], conn: Any) -> bool:
+        """The bulk path: COPY the rows in, then wake workers. COPY costs less per row than
+        INSERT ... ON CONFLICT but cannot skip a row, so an id that exists already makes it
+        write nothing and return False (the caller then inserts). COPY is atomic by itself,
+        and a NOTIFY is only delivered once the rows are committed either way."""
+        records = [(t.id, *row_values(t)) for t in tasks]
+        woken = sorted({r[_QUEUE] for r in records
+                        if r[_READY] is not None and r[_STATUS] != _RUNNING})
         try:
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    self._tasks_table, columns=["id", *WRITTEN],
-                    records=[(t.id, *values) for t, values in rows])
-                if woken:
-                    await conn.execute("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q",
-                                       self.channel, woken)
+            await conn.copy_records_to_table(
+                self._tasks_table, columns=["id", *WRITTEN], records=records)
         except asyncpg.exceptions.UniqueViolationError:
             return False
+        if woken:
+            await conn.execute("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q",
+                               self.channel, woken)
         return True
 
     async def _insert_one(self, task: Task) -> bool:
