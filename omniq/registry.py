@@ -94,7 +94,7 @@ def allow(func: Callable[..., Any]) -> None:
         return
     _allowed.setdefault(ref, func)
     _references[func] = ref
-    if not isinstance(func, TaskFunction) and options_of(func) is None:
+    if options_of(func) is None:  # an @omniq.task object and its function both carry them
         plain_functions.add(func)
 
 
@@ -271,6 +271,7 @@ def task(
         if name is not None:
             _allowed[check_reference(name if ":" in name else f"{fn.__module__}:{name}")] = fn
         fn.__omniq_options__ = opts  # type: ignore[attr-defined]  # Task(func=fn) reads it too
+        plain_functions.discard(fn)  # it may have been used plain before: now it has options
         return TaskFunction(fn, opts)
 
     return register(func) if func is not None else register

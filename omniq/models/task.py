@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import msgspec
 
@@ -69,9 +69,13 @@ def _new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _is_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None and ".." not in value
+
+
 def check_id(task_id: object) -> str:
     """Validate a task id: 1-128 of [A-Za-z0-9_.:-], starting alphanumeric, no '..'."""
-    if not isinstance(task_id, str) or not _ID.fullmatch(task_id) or ".." in task_id:
+    if not _is_id(task_id):
         raise InvalidTaskError(
             f"invalid task id {task_id!r}: 1-128 of [A-Za-z0-9_.:-], starting with a letter or "
             "digit, without '..'"
@@ -182,11 +186,11 @@ class Task(msgspec.Struct, kw_only=True, omit_defaults=True):
     def _validate(self) -> None:
         # Every enqueue validates twice, so the common shape is decided in one expression;
         # anything else goes through the checks that name the bad field.
-        kwargs, task_id, p, r, m, a = (
-            self.kwargs, self.id, self.priority, self.retries, self.max_retries, self.attempts)
+        kwargs = self.kwargs
+        p, r, m, a = self.priority, self.retries, self.max_retries, self.attempts
         if not (type(self.args) is tuple and type(kwargs) is dict
                 and (not kwargs or all(type(k) is str for k in kwargs))
-                and type(task_id) is str and _ID.fullmatch(task_id) and ".." not in task_id
+                and _is_id(self.id)
                 and type(self.queue_name) is str and self.queue_name in _good_queue_names
                 and type(p) is int and type(r) is int and type(m) is int and type(a) is int
                 and PRIORITY_MIN <= p <= PRIORITY_MAX and 0 <= r <= 2**31

@@ -187,7 +187,7 @@ class BaseTaskQueue(ABC):
         for task in tasks:
             if not isinstance(task, Task):
                 raise InvalidTaskError(f"expected a Task, not {type(task).__name__}")
-            func = self._checked(task)  # a repeated id is checked too, then left out
+            func = self._stored_func(task)  # a repeated id is checked too, then left out
             if task.id not in batch:
                 batch[task.id] = rules.initial(task, now, func=func)
         if not batch:
@@ -229,7 +229,7 @@ class BaseTaskQueue(ABC):
         call_next = functools.partial(self._insert_through_middleware, index=index + 1)
         return await self._enqueue_middleware[index](records, call_next)
 
-    def _checked(self, task: Task) -> Callable[..., Any] | str:
+    def _stored_func(self, task: Task) -> Callable[..., Any] | str:
         """Check a task to be enqueued; its function as it is to be stored."""
         task._validate()  # again: the caller may have changed it since it was built
         func = task.func

@@ -98,6 +98,17 @@ async def configured(x: str) -> str:
     return x.upper()
 
 
+def decorated_later(x: int) -> int:
+    return x
+
+
+def test_a_function_decorated_after_its_first_task_gets_the_decorator_options() -> None:
+    assert omniq.Task(func=decorated_later).queue_name == "default"  # allowed, no options yet
+    omniq.task(queue_name="late", priority=3)(decorated_later)
+    later = omniq.Task(func=decorated_later)
+    assert (later.queue_name, later.priority) == ("late", 3)
+
+
 def test_bare_and_configured_decorators_and_the_alias() -> None:
     assert bare(2) == 2 and asyncio.run(configured("a")) == "A"
     assert isinstance(bare, TaskFunction) and isinstance(configured, TaskFunction)
