@@ -106,6 +106,7 @@ class WorkerPool:
         # Done when a slot frees or a stop is asked for: what the claim loop sleeps on. A
         # plain future, not Events, so that a sleep starts no helper tasks.
         self._poked: asyncio.Future[None] | None = None
+        self._nudged = True
         self._releasing = False
         self._failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -175,16 +176,19 @@ class WorkerPool:
                 backoff = 0.1  # the backend answered: the next outage starts afresh
                 if claimed or self.active >= self.concurrency:
                     if self.active >= self.concurrency:
-                        await asyncio.wait({self._arm()})  # until a slot frees
+                        # Until a slot frees. The bare future wakes this loop before the
+                        # outcome writer starts, so the claim for the freed slots goes out
+                        # first and its tasks run while the outcomes are written.
+                        await self._arm()
                     elif claimed < free and self.queue.short_claim_drains:
                         # Nothing else was due: asking again would be a wasted round trip.
                         # Work that arrived since the claim began wakes the wait at once.
-                        await self._idle(since)
+                        await self._idle(since, burst)
                     continue
                 if burst and not self._runners and not self._outcomes.busy \
                         and await self._drained():
                     return
-                await self._idle(since)
+                await self._idle(since, burst)
             except BackendError as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc  # a driver reworded our cancellation
@@ -214,17 +218,22 @@ class WorkerPool:
                 return False
         return True
 
-    async def _idle(self, since: int) -> None:
+    async def _idle(self, since: int, burst: bool) -> None:
         timeout = self.idle_timeout
         due = await self.queue.next_ready_at(self.queues)
         if due is not None:
             timeout = min(timeout, max(due - time.time(), 0.0))
-        await self.queue.wait_for_work(self.queues, timeout, since=since, interrupt=self._arm())
+        # Waiting for work, which the queue signals: a slot freeing or an outcome being
+        # recorded makes nothing claimable (waking for them cost an idle worker two round
+        # trips per task), except to a burst run waiting for its last tasks to finish.
+        await self.queue.wait_for_work(self.queues, timeout, since=since,
+                                       interrupt=self._arm(nudged=burst))
 
-    def _arm(self) -> asyncio.Future[None]:
-        """A new future for the claim loop to sleep on; ``_poke`` ends it (at once if a stop
-        was asked for already)."""
+    def _arm(self, *, nudged: bool = True) -> asyncio.Future[None]:
+        """A new future for the claim loop to sleep on: ``_poke`` ends it (at once if a stop
+        was asked for already), and if ``nudged``, so does ``_nudge``."""
         self._poked = asyncio.get_running_loop().create_future()
+        self._nudged = nudged
         if self._stopping:
             self._poked.set_result(None)
         return self._poked
@@ -232,6 +241,11 @@ class WorkerPool:
     def _poke(self) -> None:
         if self._poked is not None and not self._poked.done():
             self._poked.set_result(None)
+
+    def _nudge(self) -> None:
+        """A slot freed or an outcome was recorded."""
+        if self._nudged:
+            self._poke()
 
     def _stop_claiming(self) -> None:
         self._stopping = True
@@ -241,7 +255,7 @@ class WorkerPool:
         """Sleep ``delay`` seconds, or until a stop is asked for."""
         end = time.monotonic() + delay
         while not self._stopping and (left := end - time.monotonic()) > 0:
-            await asyncio.wait({self._arm()}, timeout=left)
+            await asyncio.wait({self._arm(nudged=False)}, timeout=left)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -254,7 +268,7 @@ class WorkerPool:
     def _finished(self, task_id: str, runner: asyncio.Task[None]) -> None:
         self._running.pop(task_id, None)
         self._runners.discard(runner)
-        self._poke()
+        self._nudge()
 
     async def _execute(self, task: Task) -> None:
         self.counts["started"] += 1
@@ -336,12 +350,12 @@ class WorkerPool:
         overlaps the write; the monitor no longer heartbeats the task (its lease covers the
         write's retries). Counts and hooks follow once it is stored."""
         claimed = self._running.pop(task_id).task  # as of the claim or the latest heartbeat
-        self._poke()
+        self._nudge()
         done = functools.partial(self._recorded, claimed, error is None)
         self._outcomes.submit(Outcome(claimed, result, error, retry), done)
 
     def _recorded(self, claimed: Task, success: bool, state: Task | OmniQError) -> None:
-        self._poke()  # a burst worker may be waiting for its last outcomes
+        self._nudge()  # a burst worker may be waiting for its last outcomes
         if isinstance(state, BackendError):
             log.error("task %s: outcome lost, backend unavailable: %s", claimed.id, state)
             return

@@ -1,5 +1,6 @@
 """The worker's claim loop: a full worker waits for a free slot instead of claiming in a loop,
-and a finished task's slot frees before its outcome is written."""
+a finished task's slot frees before its outcome is written (and is claimed for first), and an
+idle worker claims when work arrives, not when its tasks finish."""
 
 from __future__ import annotations
 
@@ -28,14 +29,17 @@ class CountingQueue(MemoryTaskQueue):
     def __init__(self) -> None:
         super().__init__()
         self.claims = 0
+        self.calls: list[str] = []  # "claim" and "report", in the order they were made
         self.writes_open = asyncio.Event()
         self.writes_open.set()
 
     async def claim(self, queue_name: str, limit: int, *, worker_id: str | None = None) -> Claim:
         self.claims += 1
+        self.calls.append("claim")
         return await super().claim(queue_name, limit, worker_id=worker_id)
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | OmniQError]:
+        self.calls.append("report")
         await self.writes_open.wait()
         return await super().report(outcomes)
 
@@ -77,6 +81,34 @@ async def test_a_slot_frees_while_the_outcome_is_written() -> None:
         await asyncio.wait_for(runner, 10)
         assert pool.counts["completed"] == 2
         assert (await queue.stats()).completed == 2
+
+
+async def test_freed_slots_are_claimed_for_before_the_outcomes_are_written() -> None:
+    # The next tasks' claim goes out first, so they run while the outcomes are written (with a
+    # server backend the two requests overlap instead of following each other).
+    async with CountingQueue() as queue:
+        await queue.enqueue_many([Task(func=quick) for _ in range(4)])
+        pool = WorkerPool(queue, concurrency=2, handle_signals=False)
+        await asyncio.wait_for(pool.run(burst=True), 10)
+        assert (await queue.stats()).completed == 4
+        assert queue.calls[:3] == ["claim", "claim", "report"], queue.calls
+
+
+async def test_an_idle_worker_claims_when_work_arrives_not_when_a_task_finishes() -> None:
+    async with CountingQueue() as queue:
+        pool = WorkerPool(queue, concurrency=4, handle_signals=False, idle_timeout=30)
+        runner = asyncio.create_task(pool.run())
+        try:
+            await asyncio.wait_for(_until(lambda: queue.claims == 1), 5)  # found nothing
+            for i in range(5):
+                task_id = await queue.enqueue(Task(func=quick))
+                assert await queue.get_result(task_id, timeout=5) == "quick"
+                await asyncio.wait_for(_until(lambda: not pool._outcomes.busy), 5)
+                # One claim at start, then one per arrival: finishing asks for nothing.
+                assert queue.claims == i + 2, f"{queue.claims} claims for {i + 1} task(s)"
+        finally:
+            await pool.stop()
+            await asyncio.wait_for(runner, 5)
 
 
 async def _until(predicate: object) -> None:
