@@ -139,6 +139,8 @@ class BaseTaskQueue(ABC):
         self._generation = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._end_waiters: set[asyncio.Future[None]] = set()
+        # Ids this process's get_result calls wait for (how many calls each).
+        self._awaited: dict[str, int] = {}
         self._enqueue_middleware: list[EnqueueMiddleware] = []
 
     def __repr__(self) -> str:
@@ -428,23 +430,31 @@ class BaseTaskQueue(ABC):
         """Wait for the task to end; its result, or the error its end state stands for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = RESULT_POLL[0]  # a fallback: ends normally wake the wait at once
-        while True:
-            # Armed before the read, so a task ending while it is read is not slept through.
-            async with self._watching_ends() as ended:
-                task = await self._require(task_id)
-                if task.status is TaskStatus.COMPLETED:
-                    return task.result
-                if task.status is TaskStatus.FAILED:
-                    raise TaskFailedError(task_id, task.error)
-                if task.status is TaskStatus.CANCELLED:
-                    raise TaskCancelledError(task_id, task.error)
-                if task.status is TaskStatus.EXPIRED:
-                    raise TaskExpiredError(task_id, task.error)
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-                await ended(pause if left is None else min(pause, left))
-            pause = min(pause * 2, RESULT_POLL[1])
+        self._awaited[task_id] = self._awaited.get(task_id, 0) + 1
+        try:
+            read: Task | None = None
+            while True:
+                # Armed before the read, so a task ending while it is read is not slept through.
+                async with self._watching_ends() as ended:
+                    read = task = self._known(task_id, read) or await self._require(task_id)
+                    if task.status is TaskStatus.COMPLETED:
+                        return task.result
+                    if task.status is TaskStatus.FAILED:
+                        raise TaskFailedError(task_id, task.error)
+                    if task.status is TaskStatus.CANCELLED:
+                        raise TaskCancelledError(task_id, task.error)
+                    if task.status is TaskStatus.EXPIRED:
+                        raise TaskExpiredError(task_id, task.error)
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+                    await ended(pause if left is None else min(pause, left))
+                pause = min(pause * 2, RESULT_POLL[1])
+        finally:
+            if self._awaited[task_id] == 1:
+                del self._awaited[task_id]
+            else:
+                self._awaited[task_id] -= 1
 
     async def list_tasks(
         self,
@@ -632,6 +642,13 @@ class BaseTaskQueue(ABC):
             if not waiter.done():
                 waiter.set_result(None)
         self._end_waiters.clear()
+
+    def _known(self, task_id: str, read: Task | None) -> Task | None:
+        """The task's current state if this process knows it without a read, for
+        ``get_result`` (``read``: its previous answer, None at first): a backend may answer
+        from its own enqueue if no end could have gone unnoticed since, or from an end notice
+        that carried the task (only ids in ``_awaited`` need keeping). None: read it."""
+        return None
 
     async def _remote_change(self, queue_names: list[str]) -> None:
         """Return when another process may have made work ready in ``queue_names``, or, with

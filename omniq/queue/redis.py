@@ -18,8 +18,9 @@ namespace's keys in one slot so a script may touch them together):
   (without reading the tasks), at most ``redis_scripts._PROMOTE`` per claim.
 - ``P s:<queue>:<status>``: zset id -> seq, for stats and listing in enqueue order.
 - ``P dependents:<id>`` (set), ``P queues`` (set), ``P paused`` (set), ``P seq``, ``P meta``.
-- Channel ``P wake``: write scripts publish the queue name when they make work ready, and ""
-  once per script when tasks ended (``get_result`` waits for that).
+- Channel ``P wake``: write scripts publish the queue name when they make work ready; when
+  tasks ended, "!" + the body of each for a few small ones (``get_result`` then needs no read),
+  else "" once per script (``get_result`` waits for these).
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ class RedisTaskQueue(BaseTaskQueue):
         self._ended: dict[str, set[str]] = {}
         self._wakes: Counter[str] = Counter()
         self._seen: dict[str, int] = {}
+        # Tasks as they ended, published whole, for this process's get_result calls.
+        self._finals: dict[str, Task] = {}
+        # Tasks enqueued here while the listener ran: (listener, end notices seen, task).
+        self._fresh: dict[str, tuple[asyncio.Task[None], int, Task]] = {}
+        # Per queue, the next due time its latest claim found (see _next_ready_at).
+        self._next_due: dict[str, float | None] = {}
         self._remote_waiters: set[tuple[frozenset[str], asyncio.Future[None]]] = set()
 
     def _describe(self) -> str:
@@ -254,7 +261,15 @@ class RedisTaskQueue(BaseTaskQueue):
             chunk = tasks[start : start + _CHUNK]
             rows = encode([(t.id, _columns(t)) for t in chunk])
             args = [now, rows, *(encode_task(t) for t in chunk)]
-            inserted.extend(bool(flag) for flag in await self._run("insert", args))
+            # Noted before sending: an end notice for these can only come after.
+            listener, ends = self._listening(), self._wakes[""]
+            flags = await self._run("insert", args)
+            inserted.extend(bool(flag) for flag in flags)
+            if listener is not None:
+                if len(self._fresh) > _ENDED:
+                    self._fresh.clear()
+                self._fresh.update(
+                    (t.id, (listener, ends, t)) for t, f in zip(chunk, flags, strict=True) if f)
         return inserted
 
     async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:
@@ -293,10 +308,12 @@ class RedisTaskQueue(BaseTaskQueue):
     ) -> list[Task | Unreadable]:
         # Wake-ups published from here on may concern work this claim does not see.
         self._seen[queue_name] = self._wakes[queue_name]
-        rows = await self._run("claim", [
+        self._next_due.pop(queue_name, None)
+        due, *rows = await self._run("claim", [
             _num(now), queue_name, limit, worker_id or "", lease, _num(lease_expires),
             _time_key(lease_expires),
         ])
+        self._next_due[queue_name] = None if due is None else float(due)
         return [self._claimed(row, queue_name) for row in rows]
 
     def _claimed(self, row: Sequence[bytes | None], queue_name: str) -> Task | Unreadable:
@@ -378,6 +395,14 @@ class RedisTaskQueue(BaseTaskQueue):
             return {_text(m) for m in await r.smembers(self._p + "paused")}
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        # An idle worker asks right after claiming: the claim told. Any write since that could
+        # schedule earlier work published a wake-up, which either arrived (so ask) or is on
+        # its way and ends the wait this answer is for.
+        if self._listening() and queue_names and all(
+            q in self._next_due and self._wakes[q] == self._seen[q] for q in queue_names
+        ):
+            return min((t for q in queue_names if (t := self._next_due[q]) is not None),
+                       default=None)
         found = await self._run("next", [_num(now), *queue_names])
         return None if found is None else float(found)
 
@@ -395,10 +420,14 @@ class RedisTaskQueue(BaseTaskQueue):
 
     # -- wake-ups ---------------------------------------------------------------------------
 
+    def _listening(self) -> asyncio.Task[None] | None:
+        listener = self._listener
+        return listener if listener is not None and not listener.done() else None
+
     async def _remote_change(self, queue_names: list[str]) -> None:
         # Wake-ups carry a queue name that has ready work, or "" when tasks ended.
         queue_names = queue_names or [""]
-        if self._listener is None or self._listener.done():
+        if self._listening() is None:
             # Subscribing outlives a caller that gives up waiting, so short waits still get
             # the subscription made.
             if self._subscribing is None or self._subscribing.done():
@@ -435,7 +464,11 @@ class RedisTaskQueue(BaseTaskQueue):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is None or message.get("type") != "message":
                     continue
-                queue = _text(message["data"])
+                data = message["data"]
+                if data[:1] == b"!":  # a task ended, sent whole (see redis_scripts._REPLACE)
+                    self._keep_final(data[1:])
+                    data = b""
+                queue = _text(data)
                 self._wakes[queue] += 1
                 self._wake(queue)
         except Exception:
@@ -445,6 +478,28 @@ class RedisTaskQueue(BaseTaskQueue):
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    def _keep_final(self, body: bytes) -> None:
+        if not self._awaited:
+            return  # nobody here waits for a result (a worker)
+        try:
+            task = decode_task(body)
+        except SerializationError:
+            return  # get_result reads it instead
+        if task.id in self._awaited:
+            if len(self._finals) >= _ENDED:
+                self._finals.clear()  # of waits that ended otherwise (a timeout)
+            self._finals[task.id] = task
+
+    def _known(self, task_id: str, read: Task | None) -> Task | None:
+        if read is not None:
+            task = self._finals.pop(task_id, None)
+            return task if task is not None and task.revision > read.revision else None
+        # Enqueued here while listening, and no end notice since: any end is yet to come.
+        fresh = self._fresh.pop(task_id, None)
+        if fresh is None or fresh[0] is not self._listening():
+            return None
+        return fresh[2] if fresh[1] == self._wakes[""] else None
 
     def _wake(self, queue: str | None) -> None:
         """Wake the waiters for ``queue``; None: all of them."""

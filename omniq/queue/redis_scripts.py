@@ -10,6 +10,10 @@ from omniq.models.task import TaskStatus
 # Most newly due tasks one claim moves into the ready set (a script blocks the server while it
 # runs); the rest follow with the next claims.
 _PROMOTE = 10_000
+# At most this many ended tasks of one write, each at most this large, are published whole;
+# more (a busy worker's batch) would send every subscriber every result.
+_ENDED_WHOLE = 4
+_ENDED_BYTES = 4096
 
 PRELUDE = """
 local P = ARGV[1]
@@ -33,8 +37,10 @@ end
 -- t: q st pk tk sq, as read from the hash
 local function unindex(id, t)
   local member = t[3] .. t[4] .. t[5] .. id
-  redis.call('ZREM', P .. 'ready:' .. t[1], member)
-  redis.call('ZREM', P .. 'due:' .. t[1], member)
+  -- A member is in one of the two sets: ready is often the larger, so due first.
+  if redis.call('ZREM', P .. 'due:' .. t[1], member) == 0 then
+    redis.call('ZREM', P .. 'ready:' .. t[1], member)
+  end
   redis.call('ZREM', skey(t[1], t[2]), id)
 end
 -- f: q st rev lease wid att sa ra pk tk deps (see _columns in omniq.queue.redis)
@@ -88,7 +94,7 @@ return out
 
 # ARGV: P now rows (msgpack: per task its id, expected revision and fields), then the bodies
 _REPLACE = """
-local now, out = tonumber(ARGV[2]), {}
+local now, out, ended = tonumber(ARGV[2]), {}, {}
 for k, item in ipairs(cmsgpack.unpack(ARGV[3])) do
   local id = item[1]
   local t = redis.call('HMGET', tkey(id), 'q', 'st', 'pk', 'tk', 'sq', 'rev', 'seq')
@@ -98,7 +104,7 @@ for k, item in ipairs(cmsgpack.unpack(ARGV[3])) do
     -- Ending now: hand back its dependents, which the caller settles next (saves a round
     -- trip, and is exact: a dependent enqueued later reads this task as ended).
     local r = {1}
-    if TERMINAL[f[2]] then wake[''] = true end  -- "a task ended", for get_result
+    if TERMINAL[f[2]] then ended[#ended + 1] = ARGV[3 + k] end
     if TERMINAL[f[2]] and not TERMINAL[t[2]] then
       r[1] = 2
       for _, m in ipairs(redis.call('SMEMBERS', P .. 'dependents:' .. id)) do r[#r + 1] = m end
@@ -106,14 +112,22 @@ for k, item in ipairs(cmsgpack.unpack(ARGV[3])) do
     out[#out + 1] = r
   end
 end
+-- Tasks ended, for get_result: a few small ones go out whole ('!' .. body), sparing each
+-- waiter a read; otherwise '' says "read".
+local whole = #ended <= ENDED_WHOLE
+for _, body in ipairs(ended) do whole = whole and #body <= ENDED_BYTES end
+if whole then
+  for _, body in ipairs(ended) do redis.call('PUBLISH', P .. 'wake', '!' .. body) end
+else wake[''] = true end
 publish()
 return out
-"""
+""".replace("ENDED_WHOLE", str(_ENDED_WHOLE)).replace("ENDED_BYTES", str(_ENDED_BYTES))
 
 # ARGV: P now queue limit worker_id lease lease_expires lease_tk
+# -> the queue's next due time after now (as NEXT returns it), then a row per claimed task
 _CLAIM = """
 local q = ARGV[3]
-if redis.call('SISMEMBER', P .. 'paused', q) == 1 then return {} end
+if redis.call('SISMEMBER', P .. 'paused', q) == 1 then return {false} end
 local ready, due = P .. 'ready:' .. q, P .. 'due:' .. q
 -- Promote what became due, earliest first; bounded so a burst cannot stall the server.
 local promote = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[2], 'LIMIT', 0, PROMOTE)
@@ -139,11 +153,15 @@ for i = 1, #popped, 2 do
     redis.call('ZREM', skey(q, t[1]), id)
     redis.call('ZADD', skey(q, 'running'), t[4], id)
     redis.call('ZADD', due, ARGV[7], string.sub(m, 1, 8) .. ARGV[8] .. string.sub(m, 25))
-    local r = row(id)
-    r[#r + 1] = id  -- named, in case its body does not decode
+    -- The row as row(id) would read it back, without reading it back.
+    local r = {redis.call('GET', P .. 'b:' .. id), 'running', tostring(tonumber(t[2]) + 1),
+      ARGV[6], ARGV[5], tostring(tonumber(t[3]) + 1), ARGV[2], ARGV[7], id}
     out[#out + 1] = r
   end
 end
+-- Then the earliest due time still ahead, so an idle worker need not ask (see NEXT).
+local after = redis.call('ZRANGEBYSCORE', due, '(' .. ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+table.insert(out, 1, after[2] or false)
 return out
 """.replace("PROMOTE", str(_PROMOTE))
 

@@ -8,16 +8,17 @@ import random
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from omniq import BackendError, Schedule, Task, TaskStatus
+from omniq import BackendError, Schedule, Task, TaskStatus, WorkerPool
 from omniq.models.task import PRIORITY_MAX, PRIORITY_MIN
-from omniq.queue.base import BaseTaskQueue
+from omniq.queue.base import BaseTaskQueue, Outcome
 from omniq.queue.redis import RedisTaskQueue
 from tests.conformance import tasks
 from tests.conftest import REDIS_URL, QueueFactory, new_namespace, require_server
@@ -97,6 +98,83 @@ async def test_wake_up_published_during_a_claim_is_not_lost(make_queue: QueueFac
     started = time.monotonic()
     await waiter.wait_for_work(["default"], 5.0)
     assert time.monotonic() - started < 0.5
+
+
+def _script_calls(queue: BaseTaskQueue) -> Counter[str]:
+    """Count the requests (script calls, by script) ``queue`` makes from now on."""
+    assert isinstance(queue, RedisTaskQueue)
+    calls: Counter[str] = Counter()
+    run = queue._run
+
+    async def counted(script: str, args: Sequence[Any]) -> Any:
+        calls[script] += 1
+        return await run(script, args)
+
+    queue._run = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_get_result_takes_a_small_ended_task_from_its_notice(
+    make_queue: QueueFactory,
+) -> None:
+    producer, worker = await make_queue(), await make_queue()
+
+    async def results(tasks_: list[Task], *, ended_together: bool = False) -> list[Any]:
+        ids = [await producer.enqueue(t) for t in tasks_]
+        waits = [asyncio.create_task(producer.get_result(i, timeout=10)) for i in ids]
+        await asyncio.sleep(0)  # one step: each wait has read (or not) and sleeps now
+        claimed = await worker.dequeue_many("default", len(ids))
+        assert sorted(t.id for t in claimed) == sorted(ids)
+        outcomes = [Outcome(t, await tasks.record.func(*t.args)) for t in claimed]
+        if ended_together:
+            await worker.report(outcomes)
+        else:
+            for outcome in outcomes:
+                await worker.report([outcome])
+        return await asyncio.wait_for(asyncio.gather(*waits), 10)
+
+    # The first wait subscribes (reading the task); from then on this producer hears of ends.
+    assert await results([Task(func=tasks.record, args=("first",))]) == ["first"]
+    calls = _script_calls(producer)
+    for i in range(3):
+        label = f"small-{i}"
+        assert await results([Task(func=tasks.record, args=(label,))]) == [label]
+    assert calls["get"] == 0, "a small task's end notice carries it: no read needed"
+    big = "x" * 10_000
+    assert await results([Task(func=tasks.record, args=(big,))]) == [big]
+    assert calls["get"] == 1, "a large task is read"
+    many = [f"batch-{i}" for i in range(6)]
+    got = await results([Task(func=tasks.record, args=(m,)) for m in many], ended_together=True)
+    assert got == many
+    assert calls["get"] == 1 + len(many), "a batch of ends is announced, and each wait reads"
+
+
+async def test_an_idle_worker_learns_the_next_due_time_from_its_claims(
+    make_queue: QueueFactory,
+) -> None:
+    consumer, producer = await make_queue(), await make_queue()
+    calls = _script_calls(consumer)
+    pool = WorkerPool(consumer, concurrency=2, handle_signals=False, idle_timeout=30,
+                      imports=[tasks.__name__])
+    runner = asyncio.create_task(pool.run())
+    try:
+        for i in range(6):
+            task_id = await producer.enqueue(Task(func=tasks.add, args=(i, 1)))
+            assert await producer.get_result(task_id, timeout=10) == i + 1
+        # Scheduled elsewhere while the worker idles: only its wake-up and the claim after it
+        # tell the worker when this is due (the idle timeout is 30 s).
+        started = time.monotonic()
+        due = Schedule(run_at=datetime.now(UTC) + timedelta(seconds=0.5))
+        task_id = await producer.enqueue(Task(func=tasks.add, args=(2, 2), schedule=due))
+        assert await producer.get_result(task_id, timeout=10) == 4
+        assert 0.4 <= time.monotonic() - started < 5
+    finally:
+        await pool.stop()
+        await asyncio.wait_for(runner, 10)
+    # Each claim is followed by an idle wait. It asks only before the subscription is open,
+    # or when a wake-up arrived between its claim and its wait (a timing accident).
+    assert calls["claim"] >= 7
+    assert calls["next"] <= calls["claim"] // 2, calls
 
 
 def _no_secret(exc: BaseException) -> None:
