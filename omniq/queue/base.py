@@ -115,9 +115,11 @@ class BaseTaskQueue(ABC):
 
     #: True only where tasks never leave the process, so lambdas can be queued.
     keeps_callables: ClassVar[bool] = False
-    #: True where a claim that returns fewer tasks than asked for found no other due task
-    #: then, so a worker may sleep (until woken) instead of asking again at once.
-    short_claim_drains: ClassVar[bool] = True
+    @property
+    def short_claim_drains(self) -> bool:
+        """True when this queue's last claim, if it returned fewer tasks than asked for, found
+        no other due task then, so a worker may sleep (until woken) instead of asking again."""
+        return True
 
     def __init__(
         self,

@@ -82,8 +82,10 @@ class NATSTaskQueue(BaseTaskQueue):
     connection; afterwards the client reconnects by itself and calls fail with BackendError
     while the server is away."""
 
-    # A claim gives up after a few rounds of compare-and-set races, with due tasks left.
-    short_claim_drains = False
+    @property
+    def short_claim_drains(self) -> bool:
+        # A claim gives up after a few rounds of compare-and-set races, with due tasks left.
+        return self._drained
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class NATSTaskQueue(BaseTaskQueue):
         self._wanted = False  # connect() was called and close() was not
         self._ready = False  # connected, and the bucket exists
         self._following = False  # the watcher feeds the index (not needed just to write)
+        self._drained = True  # the last claim ran out of candidates (see short_claim_drains)
         self._lock = asyncio.Lock()
         self._index = _Index()
         self._watch_gen = 0
@@ -638,10 +641,12 @@ class NATSTaskQueue(BaseTaskQueue):
             for i, (kv, raw, reason) in list(self._index.broken.items())[:limit]
         ]
         limit -= len(broken)
+        self._drained = False
         for _ in range(_CLAIM_ROUNDS if limit else 0):
             self._index.promote(queue_name, now)
             batch = self._index.take(queue_name, limit - len(claimed))
             if not batch:
+                self._drained = True
                 break
             olds = [self._index.rows[e[4]].head for e in batch]
             heads = [replace(
@@ -778,6 +783,19 @@ class NATSTaskQueue(BaseTaskQueue):
         await self._sync()
         times = [self._index.next_ready(q, now) for q in queue_names or list(self._index.later)]
         return min((t for t in times if t is not None), default=None)
+
+    def _known(self, task_id: str, read: Task | None) -> Task | None:
+        # The watcher's mirror holds every record as its last change left it: an end shown
+        # there is final unless a later write undoes it, which would show there too.
+        row = self._index.rows.get(task_id) if self._following else None
+        if row is None or not row.head.status.terminal:
+            return None
+        if read is not None and row.head.revision <= read.revision:
+            return None
+        try:
+            return _task(row.head)
+        except SerializationError:
+            return None  # the read reports it
 
     async def _remote_change(self, queue_names: list[str]) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

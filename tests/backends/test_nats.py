@@ -11,14 +11,14 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
 import omniq
-from omniq import BackendError, Task, TaskStatus
-from omniq.queue.base import BaseTaskQueue
+from omniq import BackendError, Task, TaskStatus, WorkerPool
+from omniq.queue.base import BaseTaskQueue, Claim
 from omniq.queue.nats import NATSTaskQueue
 from tests.backends.outage import Outage
 from tests.conformance import tasks
@@ -155,6 +155,64 @@ async def test_a_dead_watcher_is_rebuilt_by_the_next_barrier(make_queue: QueueFa
     await asyncio.sleep(0.05)
     await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
     await asyncio.wait_for(sleeper, 1.0)
+
+
+async def test_get_result_takes_the_end_from_the_watched_bucket(make_queue: QueueFactory) -> None:
+    waiter, worker = await make_queue(), await make_queue()
+    assert isinstance(waiter, NATSTaskQueue)
+    fetched: list[str] = []
+    fetch = waiter._fetch
+
+    async def counted(keys: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
+        fetched.extend(keys)
+        return await fetch(keys)
+
+    # A first wait starts the watcher (whose catch-up wakes it once); counted from then on.
+    first = await waiter.enqueue(Task(func=tasks.add, args=(1, 1)))
+    assert await worker.cancel(first)
+    with pytest.raises(omniq.TaskCancelledError):
+        await waiter.get_result(first, timeout=10)
+    waiter._fetch = counted  # type: ignore[method-assign]
+    for i in range(3):
+        task_id = await waiter.enqueue(Task(func=tasks.add, args=(i, 10)))
+        result = asyncio.create_task(waiter.get_result(task_id, timeout=10))
+        await asyncio.sleep(0)  # one step: it has started its first read
+        assert await worker.cancel(task_id)  # the task's only change: it ends
+        with pytest.raises(omniq.TaskCancelledError):
+            await asyncio.wait_for(result, 10)
+    # One read each, before the end; the end itself came with the watched change.
+    assert len(fetched) == 3, fetched
+
+
+class _CountingNATS(NATSTaskQueue):
+    claims = 0
+
+    async def claim(self, queue_name: str, limit: int, *, worker_id: str | None = None) -> Claim:
+        self.claims += 1
+        return await super().claim(queue_name, limit, worker_id=worker_id)
+
+
+async def test_an_idle_worker_claims_once_per_arrival() -> None:
+    # A short claim that lost no compare-and-set race found nothing else due: no second ask.
+    require_server("nats")
+    namespace = new_namespace()
+    consumer = _CountingNATS(NATS_URL, namespace=namespace)
+    producer = NATSTaskQueue(NATS_URL, namespace=namespace)
+    async with consumer, producer:
+        try:
+            pool = WorkerPool(consumer, concurrency=4, handle_signals=False, idle_timeout=30,
+                              imports=[tasks.__name__])
+            runner = asyncio.create_task(pool.run())
+            await eventually(lambda: consumer.claims >= 1)
+            before = consumer.claims
+            for i in range(5):
+                task_id = await producer.enqueue(Task(func=tasks.add, args=(i, 1)))
+                assert await producer.get_result(task_id, timeout=10) == i + 1
+            await pool.stop()
+            await asyncio.wait_for(runner, 10)
+            assert consumer.claims - before <= 5 + 2, consumer.claims - before
+        finally:
+            await producer.drop_namespace()
 
 
 async def test_ids_kv_keys_cannot_hold_round_trip(queue: BaseTaskQueue) -> None:
