@@ -26,7 +26,7 @@ from omniq.queue.url import import_driver, redact
 
 asyncpg = import_driver("asyncpg")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
@@ -181,8 +181,9 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
                 body bytea NOT NULL);
             CREATE INDEX IF NOT EXISTS "{ns}_ready" ON {self._t}
                 (queue_name, priority DESC, ready_at, seq) WHERE ready_at IS NOT NULL;
-            CREATE INDEX IF NOT EXISTS "{ns}_due" ON {self._t}
-                (queue_name, ready_at) WHERE ready_at IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS "{ns}_later" ON {self._t}
+                (queue_name, ready_at) WHERE ready_at IS NOT NULL AND status <> 'pending';
+            DROP INDEX IF EXISTS "{ns}_due";
             CREATE INDEX IF NOT EXISTS "{ns}_by_status" ON {self._t} (queue_name, status);
             CREATE TABLE IF NOT EXISTS {self._d} (
                 depends_on text NOT NULL, task_id text NOT NULL,
@@ -494,15 +495,19 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         return {row[0] for row in await self._read(f"SELECT name FROM {self._q} WHERE paused")}
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
+        # A pending task is due from when it was written, so only other statuses can be due
+        # later; the "later" index holds just those, and the batches of new tasks skip it.
         if not queue_names:
             rows = await self._read(
-                f"SELECT min(ready_at) FROM {self._t} WHERE ready_at > $1", now)
+                f"SELECT min(ready_at) FROM {self._t} "
+                "WHERE ready_at > $1 AND status <> 'pending'", now)
             return rows[0][0] if rows else None
         # One index probe per queue: the cost does not grow with the backlog.
         rows = await self._read(
             f"""SELECT min(x.ready_at) FROM unnest($1::text[]) AS q(name),
             LATERAL (SELECT ready_at FROM {self._t} WHERE queue_name = q.name
-                AND ready_at IS NOT NULL AND ready_at > $2 ORDER BY ready_at LIMIT 1) AS x""",
+                AND ready_at IS NOT NULL AND status <> 'pending' AND ready_at > $2
+                ORDER BY ready_at LIMIT 1) AS x""",
             queue_names, now,
         )
         return rows[0][0] if rows else None

@@ -9,13 +9,14 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from omniq import Task, TaskStatus
+from omniq import Schedule, Task, TaskStatus
 from omniq.exceptions import BackendError
 from omniq.queue.postgres import PostgreSQLTaskQueue
 from tests.backends.outage import Outage
@@ -417,7 +418,7 @@ async def test_schema_is_idempotent_and_versioned(make: Factory) -> None:
     try:
         meta = f'"{queue.namespace}_meta"'
         assert await conn.fetchval(
-            f"SELECT value FROM {meta} WHERE key = 'schema_version'") == "1"
+            f"SELECT value FROM {meta} WHERE key = 'schema_version'") == "2"
         await conn.execute(f"UPDATE {meta} SET value = '99' WHERE key = 'schema_version'")
     finally:
         await conn.close()
@@ -425,6 +426,39 @@ async def test_schema_is_idempotent_and_versioned(make: Factory) -> None:
     with pytest.raises(BackendError, match="schema version 99"):
         await newer.connect()
     assert newer._pool is None, "a failed connect leaves nothing open"
+
+
+async def _indexes(conn: Any, namespace: str) -> set[str]:
+    rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1",
+                            f"{namespace}_tasks")
+    return {r[0].removeprefix(f"{namespace}_") for r in rows}
+
+
+async def test_a_version_1_namespace_is_upgraded_in_place(make: Factory) -> None:
+    queue = await make()
+    later = time.time() + 3600
+    await queue.enqueue(job("pending"))
+    await queue.enqueue(job("scheduled", schedule=Schedule(
+        run_at=datetime.fromtimestamp(later, UTC))))
+    await queue.close()
+    conn = await admin()
+    ns, tasks = queue.namespace, f'"{queue.namespace}_tasks"'
+    try:
+        # What version 1 left: the next-due index over every task with a ready time.
+        await conn.execute(
+            f'DROP INDEX "{ns}_later"; CREATE INDEX "{ns}_due" ON {tasks} (queue_name, ready_at)'
+            f" WHERE ready_at IS NOT NULL; UPDATE \"{ns}_meta\" SET value = '1'"
+            " WHERE key = 'schema_version'")
+        upgraded = await make()
+        assert {"due", "later"} & await _indexes(conn, ns) == {"later"}
+        assert await conn.fetchval(
+            f"SELECT value FROM \"{ns}_meta\" WHERE key = 'schema_version'") == "2"
+    finally:
+        await conn.close()
+    assert abs((await upgraded.next_ready_at(["default"]) or 0) - later) < 0.01
+    claimed = await upgraded.dequeue()
+    assert claimed is not None and claimed.id == "pending"
+    assert (await upgraded.stats()).total == 2
 
 
 async def test_concurrent_first_connects_create_the_schema_once(make: Factory) -> None:
