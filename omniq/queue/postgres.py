@@ -34,6 +34,9 @@ _HOT = ", ".join(WRITTEN)
 # Where a COPY record (the id, then WRITTEN) holds these columns.
 _QUEUE, _STATUS, _READY = (1 + WRITTEN.index(c) for c in ("queue_name", "status", "ready_at"))
 _RUNNING = TaskStatus.RUNNING.value
+# The rows of the "later" index: a pending task is due from when it was written, so only other
+# statuses can be due later. Queries repeat it whole, so the planner can use that index.
+_LATER = "ready_at IS NOT NULL AND status <> 'pending'"
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TaskStatus if s.terminal)
 _HOT_TYPES = ("text", "text", "int4", "float8", "int8", "text", "text", "int8", "float8", "bytea")
 # What the driver raises when the server or the connection is not there (or refused a
@@ -181,8 +184,8 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
                 body bytea NOT NULL);
             CREATE INDEX IF NOT EXISTS "{ns}_ready" ON {self._t}
                 (queue_name, priority DESC, ready_at, seq) WHERE ready_at IS NOT NULL;
-            CREATE INDEX IF NOT EXISTS "{ns}_later" ON {self._t}
-                (queue_name, ready_at) WHERE ready_at IS NOT NULL AND status <> 'pending';
+            CREATE INDEX IF NOT EXISTS "{ns}_later" ON {self._t} (queue_name, ready_at)
+                WHERE {_LATER};
             DROP INDEX IF EXISTS "{ns}_due";
             CREATE INDEX IF NOT EXISTS "{ns}_by_status" ON {self._t} (queue_name, status);
             CREATE TABLE IF NOT EXISTS {self._d} (
@@ -495,19 +498,15 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         return {row[0] for row in await self._read(f"SELECT name FROM {self._q} WHERE paused")}
 
     async def _next_ready_at(self, queue_names: list[str], now: float) -> float | None:
-        # A pending task is due from when it was written, so only other statuses can be due
-        # later; the "later" index holds just those, and the batches of new tasks skip it.
         if not queue_names:
             rows = await self._read(
-                f"SELECT min(ready_at) FROM {self._t} "
-                "WHERE ready_at > $1 AND status <> 'pending'", now)
+                f"SELECT min(ready_at) FROM {self._t} WHERE {_LATER} AND ready_at > $1", now)
             return rows[0][0] if rows else None
         # One index probe per queue: the cost does not grow with the backlog.
         rows = await self._read(
             f"""SELECT min(x.ready_at) FROM unnest($1::text[]) AS q(name),
             LATERAL (SELECT ready_at FROM {self._t} WHERE queue_name = q.name
-                AND ready_at IS NOT NULL AND status <> 'pending' AND ready_at > $2
-                ORDER BY ready_at LIMIT 1) AS x""",
+                AND {_LATER} AND ready_at > $2 ORDER BY ready_at LIMIT 1) AS x""",
             queue_names, now,
         )
         return rows[0][0] if rows else None

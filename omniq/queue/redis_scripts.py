@@ -53,6 +53,12 @@ local function store(id, seq, sq, f, body, now)
   place(id, f[1], f[2], f[8], f[9] .. f[10] .. sq .. id, now)
   return f
 end
+-- The earliest due time after now in queue q, as its stored score string; false if none.
+local function next_due(q, now)
+  local r = redis.call('ZRANGEBYSCORE', P .. 'due:' .. q, '(' .. now, '+inf', 'WITHSCORES',
+    'LIMIT', 0, 1)
+  return r[2] or false
+end
 local function publish()
   for q in pairs(wake) do redis.call('PUBLISH', P .. 'wake', q) end
 end
@@ -147,21 +153,19 @@ for i = 1, #popped, 2 do
   local id = string.sub(m, 41)
   local t = redis.call('HMGET', tkey(id), 'st', 'rev', 'att', 'seq')
   if t[1] then
+    local rev, att = tostring(tonumber(t[2]) + 1), tostring(tonumber(t[3]) + 1)
     redis.call('HSET', tkey(id), 'st', 'running', 'lease', ARGV[6], 'wid', ARGV[5],
-      'att', tonumber(t[3]) + 1, 'sa', ARGV[2], 'ra', ARGV[7], 'tk', ARGV[8],
-      'rev', tonumber(t[2]) + 1)
+      'att', att, 'sa', ARGV[2], 'ra', ARGV[7], 'tk', ARGV[8], 'rev', rev)
     redis.call('ZREM', skey(q, t[1]), id)
     redis.call('ZADD', skey(q, 'running'), t[4], id)
     redis.call('ZADD', due, ARGV[7], string.sub(m, 1, 8) .. ARGV[8] .. string.sub(m, 25))
-    -- The row as row(id) would read it back, without reading it back.
-    local r = {redis.call('GET', P .. 'b:' .. id), 'running', tostring(tonumber(t[2]) + 1),
-      ARGV[6], ARGV[5], tostring(tonumber(t[3]) + 1), ARGV[2], ARGV[7], id}
-    out[#out + 1] = r
+    -- The row as row(id) would read it back (the fields just written), plus the id.
+    out[#out + 1] = {redis.call('GET', P .. 'b:' .. id), 'running', rev, ARGV[6], ARGV[5], att,
+      ARGV[2], ARGV[7], id}
   end
 end
 -- Then the earliest due time still ahead, so an idle worker need not ask (see NEXT).
-local after = redis.call('ZRANGEBYSCORE', due, '(' .. ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-table.insert(out, 1, after[2] or false)
+table.insert(out, 1, next_due(q, ARGV[2]))
 return out
 """.replace("PROMOTE", str(_PROMOTE))
 
@@ -248,9 +252,8 @@ return out
 _NEXT = """
 local best, text = nil, false
 for _, q in ipairs(queues({unpack(ARGV, 3)})) do
-  local r = redis.call('ZRANGEBYSCORE', P .. 'due:' .. q, '(' .. ARGV[2], '+inf',
-    'WITHSCORES', 'LIMIT', 0, 1)
-  if r[2] and (best == nil or tonumber(r[2]) < best) then best, text = tonumber(r[2]), r[2] end
+  local found = next_due(q, ARGV[2])
+  if found and (best == nil or tonumber(found) < best) then best, text = tonumber(found), found end
 end
 return text
 """
