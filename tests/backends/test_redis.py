@@ -288,6 +288,37 @@ async def test_recovers_after_its_connections_are_killed(
     await asyncio.wait_for(sleeper, 1.0)
 
 
+async def test_calls_succeed_after_the_server_forgot_its_scripts(
+    make_queue: QueueFactory, raw: Any
+) -> None:
+    # As after a restart without persistence: the scripts are loaded again, nothing is lost.
+    queue = await make_queue()
+    first = await queue.enqueue(Task(func=tasks.add, args=(1, 2)))
+    await raw.script_flush()
+    second = await queue.enqueue(Task(func=tasks.add, args=(3, 4)))
+    assert {t.id for t in await queue.list_tasks()} == {first, second}
+    await raw.script_flush()
+    claimed = await queue.dequeue_many("default", 5)
+    assert sorted(t.id for t in claimed) == sorted([first, second])
+
+
+async def test_a_call_cancelled_while_awaiting_its_reply_leaves_no_reply_behind(
+    make_queue: QueueFactory,
+) -> None:
+    # A reply left on the connection would be read as the answer to the next call.
+    queue = await make_queue()
+    known = await queue.enqueue(Task(func=tasks.add, args=(1, 2)))
+    for _ in range(5):
+        call = asyncio.create_task(queue.enqueue(Task(func=tasks.add, args=(5, 6))))
+        await asyncio.sleep(0)  # sent; now waiting for the reply
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        found = await queue.get_task(known)
+        assert found is not None and found.id == known and found.args == (1, 2)
+        assert await queue.get_task("no-such-task") is None
+    assert len(await queue.list_tasks()) <= 6
+
+
 async def test_the_first_calls_after_the_server_closed_its_connections_succeed(
     make_queue: QueueFactory, raw: Any
 ) -> None:
