@@ -264,6 +264,31 @@ async def test_drop_removes_only_its_own_namespace(make_queue: QueueFactory, raw
         await raw.delete_key_value(sentinel)
 
 
+async def test_a_bucket_created_again_elsewhere_is_read_afresh(make_queue: QueueFactory) -> None:
+    # The claim's barrier reads the bucket's creation time: a new one means the index is stale.
+    watcher = await make_queue()
+    other = await make_queue(namespace=watcher.namespace)
+    await watcher.enqueue(Task(func=tasks.add, args=(1, 1), id="old"))
+    assert (await watcher.stats()).pending == 1  # the index follows the bucket now
+    await other.drop_namespace()
+    await other.enqueue(Task(func=tasks.add, args=(2, 2), id="new"))
+    assert [t.id for t in await watcher.dequeue_many("default", 5)] == ["new"]
+    assert await watcher.get_task("old") is None
+
+
+async def test_a_claim_on_a_deleted_bucket_fails_and_the_next_call_creates_it(
+    make_queue: QueueFactory, raw: Any
+) -> None:
+    queue = await make_queue()
+    await queue.enqueue(Task(func=tasks.add, args=(1, 1), id="gone"))
+    assert (await queue.stats()).pending == 1
+    await raw.delete_key_value(f"OMNIQ_{queue.namespace}")
+    with pytest.raises(BackendError, match="NotFoundError"):
+        await queue.dequeue_many("default", 5)
+    await queue.enqueue(Task(func=tasks.add, args=(2, 2), id="new"))
+    assert [t.id for t in await queue.dequeue_many("default", 5)] == ["new"]
+
+
 def _no_secret(exc: BaseException) -> None:
     text = "".join(traceback.format_exception(exc))
     assert SECRET not in text and SECRET not in repr(exc) and SECRET not in str(exc)
