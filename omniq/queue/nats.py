@@ -11,10 +11,10 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
@@ -34,7 +34,6 @@ js_api = import_driver("nats.js.api")
 js_errors = import_driver("nats.js.errors")
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _KV_OP = "KV-Operation"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
@@ -81,6 +80,21 @@ def _stream_info(msg: Any) -> _StreamInfo:
         error = {k: info.error.get(k) for k in ("code", "err_code", "description")}
         js_errors.APIError.from_error(error)  # raises the matching error (NotFoundError...)
     return info
+
+
+def _direct_get(msg: Any) -> tuple[int, bytes | None] | None:
+    """A direct get's reply: (revision, value or None for a delete marker); None: no such key."""
+    headers: dict[str, str] = msg.headers or {}
+    status = headers.get("Status", "")
+    if status == "404":
+        return None
+    if status == "503":
+        raise nats_errors.NoRespondersError()
+    if status or "Nats-Sequence" not in headers:
+        raise js_errors.APIError(code=int(status) if status.isdigit() else None,
+                                 description=headers.get("Description", "no message returned"))
+    deleted = bool(headers.get(_KV_OP))
+    return int(headers["Nats-Sequence"]), None if deleted else (msg.data or b"")
 
 
 def _no_reply(acks: list[asyncio.Future[Any]]) -> None:
@@ -152,8 +166,6 @@ class NATSTaskQueue(BaseTaskQueue):
         self._listeners: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._acks: dict[str, asyncio.Future[Any]] = {}
-        # Done when the current connection drops: replies to what was sent on it never come.
-        self._link: asyncio.Future[None] | None = None
         self._inbox = ""
         self._counter = 0
 
@@ -222,7 +234,6 @@ class NATSTaskQueue(BaseTaskQueue):
                 if self._nc is None or self._nc.is_closed:
                     await self._teardown()
                     self._nc = await self._dial()
-                    self._link = asyncio.get_running_loop().create_future()
                     self._js = self._nc.jetstream(timeout=self.timeout)
                     self._inbox = self._nc.new_inbox()
                     await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
@@ -281,8 +292,7 @@ class NATSTaskQueue(BaseTaskQueue):
         if self._nc is None:  # our own close()
             return
         _log.warning("lost the NATS connection (%s); reconnecting", self._where)
-        if self._link is not None and not self._link.done():
-            self._link.set_result(None)
+        # Replies to what was sent on the dropped connection never come: fail their waits.
         dropped = nats_errors.Error("the connection dropped before the server replied")
         for ack in self._acks.values():
             if not ack.done():
@@ -294,7 +304,6 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _on_reconnect(self) -> None:
         # The server may have lost our ephemeral watcher: rebuild it from where it stopped.
         _log.info("reconnected to NATS (%s)", self._where)
-        self._link = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(self._rewatch())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -394,7 +403,9 @@ class NATSTaskQueue(BaseTaskQueue):
     async def _barrier(self) -> None:
         """Wait until the index reflects every write the server acknowledged before now."""
         async with self._errors("reading"):
-            info = _stream_info(await self._ask(f"$JS.API.STREAM.INFO.{self._stream}"))
+            [reply] = await self._exchange(
+                [(f"$JS.API.STREAM.INFO.{self._stream}", b"", None)], raw=True)
+            info = _stream_info(reply)
             # The watcher may be ahead of the answer (writes land between the two), so only a
             # new creation time means the bucket was deleted and created again under us.
             if self._index.created is not None and info.created != self._index.created:
@@ -437,87 +448,63 @@ class NATSTaskQueue(BaseTaskQueue):
         # Our own ack inbox rather than js.publish_async: strict order, one round trip, and
         # error replies reach us (nats-py's async publish drops them).
         out: list[int | None] = []
-        loop = asyncio.get_running_loop()
         for start in range(0, len(items), _CHUNK):
-            tokens: list[str] = []
-            acks: list[asyncio.Future[Any]] = []
+            requests: list[tuple[str, bytes, dict[str, str] | None]] = []
+            for subject, value, last, delete in items[start : start + _CHUNK]:
+                headers = {} if last is None else {_EXPECT: str(last)}
+                if delete:
+                    headers[_KV_OP] = "DEL"
+                requests.append((subject, value, headers or None))
             async with self._errors(doing):
-                try:
-                    for subject, value, last, delete in items[start : start + _CHUNK]:
-                        headers = {} if last is None else {_EXPECT: str(last)}
-                        if delete:
-                            headers[_KV_OP] = "DEL"
-                        self._counter += 1
-                        token = str(self._counter)
-                        tokens.append(token)
-                        acks.append(loop.create_future())
-                        self._acks[token] = acks[-1]
-                        await self._nc.publish(subject, value, reply=f"{self._inbox}.{token}",
-                                               headers=headers or None)
-                    # Awaited in turn, without helper tasks, under one plain timer (cheaper
-                    # than asyncio.timeout's context manager): this is every write's hot path.
-                    # A dropped connection fails the pending acks at once (_on_disconnect), the
-                    # timer those that get no reply.
-                    timer = loop.call_later(self.timeout, _no_reply, acks)
-                    try:
-                        replies = [await ack for ack in acks]
-                    finally:
-                        timer.cancel()
-                finally:
-                    for token in tokens:
-                        self._acks.pop(token).cancel()
-                for reply in replies:
-                    if isinstance(reply, BaseException):
-                        raise reply
-                    out.append(reply)
-                    if reply is not None:
-                        self._index.written = max(self._index.written, reply)
+                replies = await self._exchange(requests)
+            for reply in replies:
+                out.append(reply)
+                if reply is not None:
+                    self._index.written = max(self._index.written, reply)
         return out
 
-    async def _ask(self, subject: str) -> Any:
-        """One JetStream API request through our reply inbox, as ``_publish`` sends writes:
-        no helper tasks and no reply parsed but what the caller reads (nats-py's request and
-        its StreamInfo cost half as much again as the round trip). The reply message."""
-        self._counter += 1
-        token = f"r{self._counter}"  # 'r': _on_ack hands the reply over as it came
+    async def _exchange(
+        self, requests: Sequence[tuple[str, bytes, dict[str, str] | None]], *, raw: bool = False
+    ) -> list[Any]:
+        """Send (subject, payload, headers) with replies to our inbox, pipelined in order, and
+        return the replies: publish acks as ``_on_ack`` reads them, or (``raw``) the reply
+        messages of JetStream API requests, left for the caller to read what it needs.
+        nats-py's request would cost a helper task per reply and parse all of it."""
         loop = asyncio.get_running_loop()
-        reply = self._acks[token] = loop.create_future()
-        timer = loop.call_later(self.timeout, _no_reply, [reply])
+        tokens: list[str] = []
+        replies: list[asyncio.Future[Any]] = []
         try:
-            await self._nc.publish(subject, b"", reply=f"{self._inbox}.{token}")
-            msg = await reply
+            for subject, payload, headers in requests:
+                self._counter += 1
+                token = f"r{self._counter}" if raw else str(self._counter)
+                tokens.append(token)
+                replies.append(loop.create_future())
+                self._acks[token] = replies[-1]
+                await self._nc.publish(subject, payload, reply=f"{self._inbox}.{token}",
+                                       headers=headers)
+            # Awaited in turn, without helper tasks, under one plain timer (cheaper than
+            # asyncio.timeout's context manager): this is every write's hot path. A dropped
+            # connection fails the pending replies at once (_on_disconnect), the timer those
+            # that get none.
+            timer = loop.call_later(self.timeout, _no_reply, replies)
+            try:
+                got = [await reply for reply in replies]
+            finally:
+                timer.cancel()
         finally:
-            timer.cancel()
-            self._acks.pop(token).cancel()
-        if isinstance(msg, BaseException):
-            raise msg
-        return msg
-
-    async def _replies(self, pending: Awaitable[T]) -> T:
-        """Await the reply to what was just sent, within ``timeout``; fail at once if the
-        connection drops first (a server restart) instead of waiting the timeout out."""
-        link = self._link
-        inner = asyncio.ensure_future(pending)
-        waiting = asyncio.ensure_future(asyncio.wait_for(inner, self.timeout))
-        for future in (inner, waiting):
-            future.add_done_callback(_retrieve)  # given up on: nobody else reads its error
-        try:
-            if link is None:
-                return await waiting
-            either: set[asyncio.Future[Any]] = {waiting, link}
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            if not waiting.done():
-                raise nats_errors.Error("the connection dropped before the server replied")
-            return waiting.result()
-        finally:
-            waiting.cancel()
+            for token in tokens:
+                self._acks.pop(token).cancel()
+        for reply in got:
+            if isinstance(reply, BaseException):
+                raise reply
+        return got
 
     async def _on_ack(self, msg: Any) -> None:
         token = msg.subject.rpartition(".")[2]
         fut = self._acks.get(token)
         if fut is None or fut.done():
             return
-        if token[:1] == "r":  # an _ask
+        if token[:1] == "r":  # a raw reply (see _exchange)
             fut.set_result(msg)
             return
         if not msg.data:  # a status reply: no stream listens on the subject
@@ -539,21 +526,15 @@ class NATSTaskQueue(BaseTaskQueue):
 
     async def _fetch(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
         """The latest version of each key: (revision, value, None for a delete marker)."""
-
-        async def one(key: str) -> tuple[int, bytes | None] | None:
-            try:
-                msg = await self._js.get_msg(self._stream, subject=key, direct=True)
-            except js_errors.NotFoundError:
-                return None
-            deleted = bool(msg.headers and msg.headers.get(_KV_OP))
-            return int(msg.seq), None if deleted else (msg.data or b"")
-
         found: dict[str, tuple[int, bytes | None]] = {}
+        get = f"$JS.API.DIRECT.GET.{self._stream}."  # + subject: the last message on it
         async with self._errors("reading"):
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
-                got_all = await self._replies(asyncio.gather(*map(one, chunk)))
-                for key, got in zip(chunk, got_all, strict=True):
+                replies = await self._exchange([(get + key, b"", None) for key in chunk],
+                                               raw=True)
+                for key, reply in zip(chunk, replies, strict=True):
+                    got = _direct_get(reply)
                     if got is not None:
                         found[key] = got
         return found
@@ -888,8 +869,3 @@ class _Translated:
                         tb: TracebackType | None) -> None:
         if isinstance(exc, nats_errors.Error | OSError | TimeoutError):
             raise self.queue._failure(self.doing, exc) from None
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
