@@ -7,10 +7,12 @@
 - NATS: JetStream messages fetched and acknowledged per second from a pull consumer
   (nats-py, fetch batches of 100);
 - NATS, one by one: ``js.publish`` awaited for its acknowledgement, one message at a time,
-  to one subject of a plain stream (what Taskiq's enqueue does) and to a new key of a
-  key-value bucket each time (what an OmniQ enqueue is) — the floor of a single enqueue.
+  to one subject of a plain stream (what Taskiq's enqueue does), to a new key of a key-value
+  bucket each time, and the same create-only (with the expected-last-sequence header an OmniQ
+  enqueue sends, so an existing id is never overwritten) — the floors of a single enqueue.
 
-    python -m benchmarks.raw redis|postgres|nats|nats-publish-stream|nats-publish-kv \
+    python -m benchmarks.raw \
+        redis|postgres|nats|nats-publish-stream|nats-publish-kv|nats-publish-kv-create \
         --ns NS [--size N]
 
 Runs in the project's .venv; prints one ``RESULT`` JSON line like the driver.
@@ -25,7 +27,7 @@ import time
 from benchmarks import services
 from benchmarks.common import NATS, REDIS, print_result
 
-PUBLISH = ("nats-publish-stream", "nats-publish-kv")
+PUBLISH = ("nats-publish-stream", "nats-publish-kv", "nats-publish-kv-create")
 
 
 async def redis_ceiling(ns: str, seconds: float) -> float:
@@ -110,9 +112,9 @@ async def nats_ceiling(ns: str, messages: int) -> float:
         await nc.close()
 
 
-async def nats_publish(ns: str, messages: int, kv: bool) -> float:
+async def nats_publish(ns: str, messages: int, kv: bool, create: bool = False) -> float:
     """Acknowledged publishes per second, one at a time: to one stream subject, or each to a
-    new key of a key-value bucket (history 1, as OmniQ's)."""
+    new key of a key-value bucket (history 1, as OmniQ's), optionally create-only."""
     import nats
 
     nc = await nats.connect(NATS)
@@ -127,11 +129,12 @@ async def nats_publish(ns: str, messages: int, kv: bool) -> float:
         def subject(i: int) -> str:
             return f"$KV.{ns}_pub.k{i}" if kv else f"{ns}.pub"
 
+        headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if create else None
         for i in range(100):  # warm up
-            await js.publish(subject(messages + i), b"x" * 100)
+            await js.publish(subject(messages + i), b"x" * 100, headers=headers)
         started = time.perf_counter()
         for i in range(messages):
-            await js.publish(subject(i), b"x" * 100)
+            await js.publish(subject(i), b"x" * 100, headers=headers)
         return messages / (time.perf_counter() - started)
     finally:
         await js.delete_stream(stream)
@@ -144,8 +147,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     if args.server == "postgres":
         return {"rate": await postgres_ceiling(args.ns, args.size)}
     if args.server.startswith("nats-publish"):
-        kv = args.server.endswith("kv")
-        return {"rate": await nats_publish(args.ns, args.size // 10, kv)}
+        kv, create = "-kv" in args.server, args.server.endswith("create")
+        return {"rate": await nats_publish(args.ns, args.size // 10, kv, create)}
     return {"rate": await nats_ceiling(args.ns, args.size)}
 
 

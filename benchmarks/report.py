@@ -32,7 +32,9 @@ RAW_NAMES = {"redis": "Redis: pipelined commands/s (redis-py)",
              "nats-publish-stream": "NATS: acknowledged publishes 1-by-1 to a stream subject "
                                     "(nats-py)",
              "nats-publish-kv": "NATS: acknowledged publishes 1-by-1, each to a new key of "
-                                "a bucket (nats-py)"}
+                                "a bucket (nats-py)",
+             "nats-publish-kv-create": "NATS: the same, create-only (expected last sequence "
+                                       "0, as an OmniQ enqueue; nats-py)"}
 
 
 def number(value: float | None, key: str = "") -> str:

@@ -166,7 +166,7 @@ def benchmark(plan: Plan, only: set[str] | None) -> dict[str, Any]:
     chosen = [e for e in SYSTEMS if not only or e.name in only or e.backend in only]
     raws = [b for b in ("redis", "postgres", "nats") if any(e.backend == b for e in chosen)]
     if "nats" in raws:  # the floor of a single enqueue, for Taskiq's way and OmniQ's
-        raws += ["nats-publish-stream", "nats-publish-kv"]
+        raws += ["nats-publish-stream", "nats-publish-kv", "nats-publish-kv-create"]
     results: dict[str, Any] = {
         "raw": {k: {"samples": [], "errors": []} for k in raws},
         "systems": {e.name: {"label": e.label, "backend": e.backend, "omniq": e.is_omniq,
