@@ -108,24 +108,27 @@ def versions(venv: str) -> dict[str, str]:
     return found
 
 
-def measure_system(runner: Runner, entry: Entry, plan: Plan, rep: int,
-                   record: dict[str, Any]) -> None:
-    """One repetition of every measurement of one system."""
-    timeout = 300 + plan.jobs / 20
-    cells: list[tuple[str, list[str]]] = [
+def cells(plan: Plan) -> list[tuple[str, list[str]]]:
+    """The measurements of the table, as driver arguments."""
+    return [
         ("enqueue", ["enqueue", "--single", str(plan.single), "--batch", str(plan.batch)]),
         ("process_c10", ["process", "--jobs", str(plan.jobs), "--concurrency", "10"]),
         ("process_c100", ["process", "--jobs", str(plan.jobs), "--concurrency", "100"]),
         ("latency", ["latency", "--samples", str(plan.samples)]),
     ]
-    for cell, args in cells:
-        started = time.monotonic()
-        out = runner.call(entry.venv, "benchmarks.driver", [entry.name, *args], timeout)
-        took = time.monotonic() - started
-        if "error" in out:
-            record["errors"].append(f"{cell} (rep {rep}): {out['error']}")
-            progress(f"  {entry.name:24} {cell:13} FAILED: {out['error']}")
-            continue
+
+
+def measure_cell(runner: Runner, entry: Entry, cell: str, args: list[str], plan: Plan,
+                 rep: int, record: dict[str, Any]) -> None:
+    """One repetition of one measurement of one system."""
+    timeout = 300 + plan.jobs / 20
+    started = time.monotonic()
+    out = runner.call(entry.venv, "benchmarks.driver", [entry.name, *args], timeout)
+    took = time.monotonic() - started
+    if "error" in out:
+        record["errors"].append(f"{cell} (rep {rep}): {out['error']}")
+        progress(f"  {entry.name:24} {cell:13} FAILED: {out['error']}")
+    else:
         record["samples"][cell].append(out)
         shown = (f"{out['rate']:,.0f} jobs/s" if "rate" in out else
                  f"p50 {out['p50_ms']:.2f} ms, p99 {out['p99_ms']:.2f} ms" if "p50_ms" in out
@@ -179,8 +182,12 @@ def benchmark(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             progress(f"repetition {rep}/{plan.reps}")
             # The servers' limits before and after the systems, so drifts show in both.
             measure_raw(runner, raws, plan, results["raw"])
-            for entry in chosen:
-                measure_system(runner, entry, plan, rep, results["systems"][entry.name])
+            # Measurement by measurement, each through every system: the systems compared
+            # in a cell run close together, so the machine's drifts touch them alike.
+            for cell, args in cells(plan):
+                for entry in chosen:
+                    measure_cell(runner, entry, cell, args, plan, rep,
+                                 results["systems"][entry.name])
             measure_raw(runner, raws, plan, results["raw"])
     finally:
         left = asyncio.run(services.sweep(runner.prefix))

@@ -26,20 +26,23 @@ class Entry(NamedTuple):
 
 
 _OMNIQ = "benchmarks.systems.omniq_sys"
+# The order of measurement (and of the table): per backend OmniQ first, then the peers, the
+# ones whose runs take a minute or more (arq, Procrastinate) last, so that OmniQ's run of a
+# cell and the faster peers' runs of it are seconds apart (see run.benchmark).
 SYSTEMS = [
     Entry("omniq-memory", "OmniQ", "memory", "project", f"{_OMNIQ}:Memory"),
     Entry("omniq-sqlite", "OmniQ", "sqlite", "project", f"{_OMNIQ}:SQLite"),
     Entry("omniq-file", "OmniQ", "file", "project", f"{_OMNIQ}:File"),
     Entry("omniq-redis", "OmniQ", "redis", "project", f"{_OMNIQ}:Redis"),
-    Entry("arq-redis", "arq", "redis", "peers", "benchmarks.systems.arq_sys:Arq"),
     Entry("saq-redis", "SAQ", "redis", "peers", "benchmarks.systems.saq_sys:SaqRedis"),
     Entry("taskiq-redis", "Taskiq", "redis", "taskiq", "benchmarks.systems.taskiq_sys:TaskiqRedis"),
+    Entry("arq-redis", "arq", "redis", "peers", "benchmarks.systems.arq_sys:Arq"),
     Entry("omniq-postgres", "OmniQ", "postgres", "project", f"{_OMNIQ}:PostgreSQL"),
-    Entry("procrastinate-postgres", "Procrastinate", "postgres", "peers",
-          "benchmarks.systems.pg_sys:Procrastinate"),
     Entry("pgqueuer-postgres", "PgQueuer", "postgres", "peers",
           "benchmarks.systems.pg_sys:PgQueuer"),
     Entry("saq-postgres", "SAQ", "postgres", "peers", "benchmarks.systems.saq_sys:SaqPostgres"),
+    Entry("procrastinate-postgres", "Procrastinate", "postgres", "peers",
+          "benchmarks.systems.pg_sys:Procrastinate"),
     Entry("omniq-nats", "OmniQ", "nats", "project", f"{_OMNIQ}:NATS"),
     Entry("taskiq-nats", "Taskiq", "nats", "taskiq", "benchmarks.systems.taskiq_sys:TaskiqNats"),
 ]
