@@ -30,7 +30,7 @@ import contextlib
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -59,6 +59,9 @@ _KEEPALIVE = {
     if hasattr(socket, name)
 }
 _CHUNK = 500
+# Tasks per insert call: a batch is several calls pipelined, so that the server stores one
+# chunk while the client encodes the next (and no call blocks the server for long).
+_INSERT_CHUNK = 100
 _SUBSCRIBE_TIMEOUT = 10.0
 # Dependents of tasks that just ended, kept until the caller settles them (a shortcut).
 _ENDED = 10 * _CHUNK
@@ -212,10 +215,19 @@ class RedisTaskQueue(BaseTaskQueue):
         return BackendError(f"redis {what} failed on {self._describe()}: {self._scrub(exc)}")
 
     async def _run(self, script: str, args: Sequence[Any]) -> Any:
+        return (await self._run_each(script, (args,)))[0]
+
+    async def _run_each(self, script: str, calls: Iterable[Sequence[Any]]) -> list[Any]:
+        """Call ``script`` once per argument list, in order. On the kept connection the calls
+        are pipelined: each is sent as soon as its arguments are built (the iterable may build
+        them lazily) and the replies are read after, so the server runs one while the next is
+        encoded."""
+        keys = [self._p + "seq"]
         lane = self._lane
         if lane is None or self._lane_busy:
             async with self._redis(script):
-                return await self._scripts[script](keys=[self._p + "seq"], args=[self._p, *args])
+                return [await self._scripts[script](keys=keys, args=[self._p, *args])
+                        for args in calls]
         self._lane_busy = True
         try:
             link = lane.connection
@@ -226,16 +238,26 @@ class RedisTaskQueue(BaseTaskQueue):
             # Packed and sent here rather than through the client's command layer, which
             # costs about a sixth of a small script call; a cancelled call still closes the
             # connection (read_response does), so no reply is left for the next one.
-            try:
+            sha, sent = self._scripts[script].sha, []
+            for args in calls:
                 await link.send_packed_command(
-                    _packed("EVALSHA", self._scripts[script].sha, 1, self._p + "seq", self._p,
-                            *args),
-                    check_health=False)
-                return await link.read_response()
-            except _exc.NoScriptError:
-                # The server forgot its scripts (a restart, SCRIPT FLUSH): Script loads them.
-                return await self._scripts[script](
-                    keys=[self._p + "seq"], args=[self._p, *args], client=lane)
+                    _packed("EVALSHA", sha, 1, keys[0], self._p, *args), check_health=False)
+                sent.append(args)
+            replies: list[Any] = []
+            for _ in sent:
+                try:
+                    replies.append(await link.read_response())
+                except _exc.ResponseError as exc:  # read whole: the next replies follow it
+                    replies.append(exc)
+            for i, reply in enumerate(replies):
+                if isinstance(reply, _exc.NoScriptError):
+                    # The server forgot its scripts (a restart, SCRIPT FLUSH): Script loads
+                    # them and runs this call again (it did not run).
+                    replies[i] = await self._scripts[script](
+                        keys=keys, args=[self._p, *sent[i]], client=lane)
+                elif isinstance(reply, _exc.ResponseError):
+                    raise reply
+            return replies
         except (_exc.RedisError, OSError) as exc:
             raise self._failed(script, exc) from None
         finally:
@@ -264,24 +286,23 @@ class RedisTaskQueue(BaseTaskQueue):
     # -- primitives -------------------------------------------------------------------------
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
-        # One script call per chunk: a pipeline would add a SCRIPT EXISTS round trip.
         now = _num(time.time())
-        inserted: list[bool] = []
-        for start in range(0, len(tasks), _CHUNK):
-            # Ids and fields of the whole chunk in one argument, then the bodies (Redis's Lua
-            # msgpack predates the bin type): the client packs one value per task, not three.
-            chunk = tasks[start : start + _CHUNK]
-            rows = encode([(t.id, _columns(t)) for t in chunk])
-            args = [now, rows, *(encode_task(t) for t in chunk)]
-            # Noted before sending: an end notice for these can only come after.
-            listener, ends = self._listening(), self._wakes[""]
-            flags = await self._run("insert", args)
-            inserted.extend(bool(flag) for flag in flags)
-            if listener is not None:
-                if len(self._fresh) > _ENDED:
-                    self._fresh.clear()
-                self._fresh.update(
-                    (t.id, (listener, ends, t)) for t, f in zip(chunk, flags, strict=True) if f)
+        chunks = [tasks[start : start + _INSERT_CHUNK]
+                  for start in range(0, len(tasks), _INSERT_CHUNK)]
+        # Ids and fields of a chunk in one argument, then the bodies (Redis's Lua msgpack
+        # predates the bin type): the client packs one value per task, not three. Built as
+        # they are sent, so the server stores one chunk while the next is encoded.
+        calls = ([now, encode([(t.id, _columns(t)) for t in chunk]),
+                  *(encode_task(t) for t in chunk)] for chunk in chunks)
+        # Noted before sending: an end notice for these can only come after.
+        listener, ends = self._listening(), self._wakes[""]
+        replies = await self._run_each("insert", calls)
+        inserted = [bool(flag) for flags in replies for flag in flags]
+        if listener is not None:
+            if len(self._fresh) > _ENDED:
+                self._fresh.clear()
+            self._fresh.update(
+                (t.id, (listener, ends, t)) for t, f in zip(tasks, inserted, strict=True) if f)
         return inserted
 
     async def _get(self, task_ids: Sequence[str]) -> dict[str, Task]:

@@ -300,6 +300,11 @@ async def test_calls_succeed_after_the_server_forgot_its_scripts(
     await raw.script_flush()
     claimed = await queue.dequeue_many("default", 5)
     assert sorted(t.id for t in claimed) == sorted([first, second])
+    # A batch of several pipelined insert calls, each refused and then run again, in order.
+    await raw.script_flush()
+    batch = await queue.enqueue_many([Task(func=tasks.add, args=(i, i)) for i in range(250)])
+    claimed = await queue.dequeue_many("default", 300)
+    assert [t.id for t in claimed] == batch
 
 
 async def test_a_call_cancelled_while_awaiting_its_reply_leaves_no_reply_behind(
