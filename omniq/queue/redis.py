@@ -239,10 +239,16 @@ class RedisTaskQueue(BaseTaskQueue):
             # costs about a sixth of a small script call; a cancelled call still closes the
             # connection (read_response does), so no reply is left for the next one.
             sha, sent = self._scripts[script].sha, []
-            for args in calls:
-                await link.send_packed_command(
-                    _packed("EVALSHA", sha, 1, keys[0], self._p, *args), check_health=False)
-                sent.append(args)
+            try:
+                for args in calls:
+                    await link.send_packed_command(
+                        _packed("EVALSHA", sha, 1, keys[0], self._p, *args), check_health=False)
+                    sent.append(args)
+            except BaseException:
+                # Building a later call failed: the replies to those sent would be read as the
+                # next call's, so they go with the connection (as a failed send's do).
+                await link.disconnect(nowait=True)
+                raise
             replies: list[Any] = []
             for _ in sent:
                 try:

@@ -307,6 +307,26 @@ async def test_calls_succeed_after_the_server_forgot_its_scripts(
     assert [t.id for t in claimed] == batch
 
 
+async def test_a_batch_whose_later_calls_cannot_be_built_leaves_no_reply_behind(
+    make_queue: QueueFactory,
+) -> None:
+    # Calls are sent as they are built: if building one fails, the replies to those already
+    # sent must not be read as the answers to the next call.
+    queue = await make_queue()
+    known = await queue.enqueue(Task(func=tasks.add, args=(1, 2)))
+    assert isinstance(queue, RedisTaskQueue)
+
+    def calls() -> Any:
+        yield ["no-such-task"]
+        raise RuntimeError("cannot build the next call")
+
+    with pytest.raises(RuntimeError, match="cannot build"):
+        await queue._run_each("get", calls())
+    found = await queue.get_task(known)
+    assert found is not None and found.id == known and found.args == (1, 2)
+    assert await queue.get_task("no-such-task") is None
+
+
 async def test_a_call_cancelled_while_awaiting_its_reply_leaves_no_reply_behind(
     make_queue: QueueFactory,
 ) -> None:
