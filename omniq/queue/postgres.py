@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -28,11 +28,15 @@ asyncpg = import_driver("asyncpg")
 
 SCHEMA_VERSION = 2
 _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
+_COPY_ROWS = 100  # rows per COPY data message (see _copy_data)
+# COPY's text format: NULL, and the characters a text value must escape.
+_NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 T = TypeVar("T")
 _Row = tuple[Task, tuple[Any, ...]]  # a task and its column values
 _HOT = ", ".join(WRITTEN)
-# Where a COPY record (the id, then WRITTEN) holds these columns.
-_QUEUE, _STATUS, _READY = (1 + WRITTEN.index(c) for c in ("queue_name", "status", "ready_at"))
+# Where row_values holds these columns.
+_STATUS, _READY = (WRITTEN.index(c) for c in ("status", "ready_at"))
 _RUNNING = TaskStatus.RUNNING.value
 # The rows of the "later" index: a pending task is due from when it was written, so only other
 # statuses can be due later. Queries repeat it whole, so the planner can use that index.
@@ -307,17 +311,15 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         INSERT ... ON CONFLICT but cannot skip a row, so an id that exists already makes it
         write nothing and return False (the caller then inserts). COPY is atomic by itself,
         and a NOTIFY is only delivered once the rows are committed either way."""
-        records = [(t.id, *row_values(t)) for t in tasks]
-        woken = sorted({r[_QUEUE] for r in records
-                        if r[_READY] is not None and r[_STATUS] != _RUNNING})
+        woken: set[str] = set()
         try:
-            await conn.copy_records_to_table(
-                self._tasks_table, columns=["id", *WRITTEN], records=records)
+            await conn.copy_to_table(self._tasks_table, columns=["id", *WRITTEN],
+                                     source=_copy_data(tasks, woken))
         except asyncpg.exceptions.UniqueViolationError:
             return False
         if woken:
             await conn.execute("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q",
-                               self.channel, woken)
+                               self.channel, sorted(woken))
         return True
 
     async def _insert_one(self, task: Task) -> bool:
@@ -566,6 +568,33 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
         for names, waiter in self._remote_waiters:
             if (queue_name is None or queue_name in names) and not waiter.done():
                 waiter.set_result(None)
+
+
+async def _copy_data(tasks: list[Task], woken: set[str]) -> AsyncIterator[bytes]:
+    """The rows of ``tasks`` in COPY's text format, ``_COPY_ROWS`` at a time, each encoded only
+    when the previous one has been sent: the server stores rows as they arrive while the rest
+    are encoded. Text rather than binary because the server writes buffered text rows every
+    64 kB, binary ones only every 1,000 rows (it counts their bytes as zero), so a batch of
+    1,000 would wait whole. Adds to ``woken`` the queues of rows a worker may claim now."""
+    for start in range(0, len(tasks), _COPY_ROWS):
+        lines = []
+        for task in tasks[start:start + _COPY_ROWS]:
+            values = row_values(task)
+            if values[_READY] is not None and values[_STATUS] != _RUNNING:
+                woken.add(task.queue_name)
+            lines.append(_copy_line(task.id, *values))
+        yield "".join(lines).encode()
+
+
+def _copy_line(task_id: str, queue: str, status: str, priority: int, ready: float | None,
+               revision: int, lease: str | None, worker: str | None, attempts: int,
+               started: float | None, body: bytes) -> str:
+    # Ids, queue names and statuses were validated to a charset that needs no escaping; repr
+    # of a float reads back as the same float.
+    return (f"{task_id}\t{queue}\t{status}\t{priority}\t{_NULL if ready is None else repr(ready)}"
+            f"\t{revision}\t{_NULL if lease is None else lease.translate(_ESCAPES)}"
+            f"\t{_NULL if worker is None else worker.translate(_ESCAPES)}\t{attempts}"
+            f"\t{_NULL if started is None else repr(started)}\t\\\\x{body.hex()}\n")
 
 
 def _chunks(rows: list[_Row]) -> list[list[_Row]]:

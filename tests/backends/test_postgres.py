@@ -137,6 +137,60 @@ async def test_large_batches_are_split_into_statements(make: Factory, monkeypatc
     assert await queue._dependents(["c00"]) == {f"c{i:02d}" for i in range(1, 10) if i != 3}
 
 
+async def test_a_batch_streams_through_copy_with_every_value_intact(
+        make: Factory, monkeypatch: Any) -> None:
+    import omniq.queue.postgres as module
+
+    monkeypatch.setattr(module, "_COPY_ROWS", 3)
+    sent: list[bytes] = []
+    copy_data = module._copy_data
+
+    async def recorded(tasks: list[Task], woken: set[str]) -> AsyncIterator[bytes]:
+        async for chunk in copy_data(tasks, woken):
+            sent.append(chunk)
+            yield chunk
+
+    monkeypatch.setattr(module, "_copy_data", recorded)
+    queue = await make()
+    awkward = ("tab\there", "new\nline\r", "back\\slash \\N \\x00", "\\.", "ünï €", b"\x00\t")
+    later = datetime(2100, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    batch = [Task(func=REF, id=f"w.{i}:x-{i}", args=(awkward[i % 6], i),
+                  kwargs={"k\t": awkward[(i + 1) % 6]}, priority=i - 4,
+                  queue_name="a.b-c" if i % 2 else "default") for i in range(7)]
+    batch.append(Task(func=REF, id="later", args=("x", 1), schedule=Schedule(run_at=later)))
+    assert await queue.enqueue_many(batch) == [t.id for t in batch]
+    assert len(sent) == 3, "8 rows sent 3 at a time"
+    stored = {t.id: t for t in await queue.list_tasks()}
+    assert list(stored) == [t.id for t in batch], "stored in the order given"
+    for task in batch:
+        got = stored[task.id]
+        assert (got.args, got.kwargs, got.priority, got.queue_name) == (
+            task.args, task.kwargs, task.priority, task.queue_name)
+    assert stored["later"].status is TaskStatus.SCHEDULED and stored["later"].run_at == later
+    claimed = await queue.dequeue_many("a.b-c", 10)
+    assert [t.id for t in claimed] == ["w.5:x-5", "w.3:x-3", "w.1:x-1"], "by priority"
+    claimed = await queue.dequeue_many("default", 10)
+    assert [t.id for t in claimed] == ["w.6:x-6", "w.4:x-4", "w.2:x-2", "w.0:x-0"], "not later"
+
+
+async def test_copy_escapes_the_free_text_columns(make: Factory) -> None:
+    from msgspec.structs import replace
+
+    from omniq.queue import rules
+
+    queue = await make()
+    now = datetime.now(UTC)
+    odd = "host\t1 \\N back\\slash\nnext\rline"
+    rows = [replace(rules.initial(job(f"e{i}"), now, func=REF), status=TaskStatus.RUNNING,
+                    worker_id=odd + str(i), lease=f"lease\\{i}", started_at=now, attempts=1)
+            for i in range(2)]
+    assert await queue._insert(rows) == [True, True]
+    got = await queue._get(["e0", "e1"])
+    for i in range(2):
+        assert (got[f"e{i}"].worker_id, got[f"e{i}"].lease) == (odd + str(i), f"lease\\{i}")
+        assert got[f"e{i}"].started_at == now and got[f"e{i}"].attempts == 1
+
+
 async def test_claim_skips_rows_locked_by_another_transaction(make: Factory) -> None:
     queue = await make()
     await queue.enqueue_many([job("top", priority=9), job("a"), job("b")])
