@@ -28,7 +28,7 @@ asyncpg = import_driver("asyncpg")
 
 SCHEMA_VERSION = 2
 _CHUNK_BYTES, _CHUNK_ROWS = 32 << 20, 5000
-_COPY_ROWS = 100  # rows per COPY data message (see _copy_data)
+_COPY_ROWS, _COPY_BYTES = 100, 1 << 20  # per COPY data message (see _copy_data)
 # COPY's text format: NULL, and the characters a text value must escape.
 _NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -571,18 +571,24 @@ class PostgreSQLTaskQueue(BaseTaskQueue):
 
 
 async def _copy_data(tasks: list[Task], woken: set[str]) -> AsyncIterator[bytes]:
-    """The rows of ``tasks`` in COPY's text format, ``_COPY_ROWS`` at a time, each encoded only
-    when the previous one has been sent: the server stores rows as they arrive while the rest
-    are encoded. Text rather than binary because the server writes buffered text rows every
-    64 kB, binary ones only every 1,000 rows (it counts their bytes as zero), so a batch of
-    1,000 would wait whole. Adds to ``woken`` the queues of rows a worker may claim now."""
-    for start in range(0, len(tasks), _COPY_ROWS):
-        lines = []
-        for task in tasks[start:start + _COPY_ROWS]:
-            values = row_values(task)
-            if values[_READY] is not None and values[_STATUS] != _RUNNING:
-                woken.add(task.queue_name)
-            lines.append(_copy_line(task.id, *values))
+    """The rows of ``tasks`` in COPY's text format, up to ``_COPY_ROWS`` rows or about
+    ``_COPY_BYTES`` at a time, each part encoded only when the previous one has been sent: the
+    server stores rows as they arrive while the rest are encoded. Text rather than binary
+    because the server writes buffered text rows every 64 kB, binary ones only every 1,000 rows
+    (it counts their bytes as zero), so a batch of 1,000 would wait whole. Adds to ``woken``
+    the queues of rows a worker may claim now."""
+    lines: list[str] = []
+    size = 0
+    for task in tasks:
+        values = row_values(task)
+        if values[_READY] is not None and values[_STATUS] != _RUNNING:
+            woken.add(task.queue_name)
+        lines.append(_copy_line(task.id, *values))
+        size += len(lines[-1])
+        if len(lines) == _COPY_ROWS or size >= _COPY_BYTES:
+            yield "".join(lines).encode()
+            lines, size = [], 0
+    if lines:
         yield "".join(lines).encode()
 
 

@@ -171,6 +171,9 @@ async def test_a_batch_streams_through_copy_with_every_value_intact(
     assert [t.id for t in claimed] == ["w.5:x-5", "w.3:x-3", "w.1:x-1"], "by priority"
     claimed = await queue.dequeue_many("default", 10)
     assert [t.id for t in claimed] == ["w.6:x-6", "w.4:x-4", "w.2:x-2", "w.0:x-0"], "not later"
+    monkeypatch.setattr(module, "_COPY_BYTES", 1)
+    assert await queue.enqueue_many([job("big1"), job("big2")]) == ["big1", "big2"]
+    assert len(sent) == 5, "a part as soon as it reaches _COPY_BYTES"
 
 
 async def test_copy_escapes_the_free_text_columns(make: Factory) -> None:
