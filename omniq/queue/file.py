@@ -4,9 +4,10 @@ Layout under ``<base_dir>/<namespace>/`` (docs/backends/file.md explains it at l
 
     format                                   layout version
     lock                                     writers flock it; its first bytes change per write
+    empty                                    (local disk) every empty entry below links to it
     version                                  (fsspec stores only) changes on every write
-    seq                                      the last enqueue sequence number handed out
-    journal                                  a write in progress (left behind if its writer died)
+    journal                                  the last enqueue sequence number, and a write in
+                                             progress (left pending if its writer died)
     tasks/<fid>.msgpack                      8-byte sequence number + the encoded task
     ready/<queue>/<prio>-<time>-<seq>-<fid>  empty; one per claimable task (sorts in claim order)
     state/<queue>/<status>/<seq>-<fid>       empty; one per task, for counts and listings
@@ -15,21 +16,24 @@ Layout under ``<base_dir>/<namespace>/`` (docs/backends/file.md explains it at l
 
 Writers hold the lock for a short critical section; readers take no lock (every file appears
 whole: temp file + rename). A write touching several files is journalled first, and whoever
-takes the lock next finishes a journal a killed writer left behind.
+takes the lock next finishes a journalled write a killed writer left pending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import hashlib
 import os
 import posixpath
 import re
 import shutil
+import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Protocol, TypeVar
@@ -54,7 +58,7 @@ T = TypeVar("T")
 # (kind, path relative to the namespace root, data): kind is "touch", "put" or "rm".
 Op = tuple[str, str, bytes | None]
 
-FORMAT = 1
+FORMAT = 2  # 2: the sequence number moved from `seq` into `journal`, written in place
 _TEMP = ".tmp-"
 # A temp file this old belongs to a writer that died (a live one renames it within ms).
 TEMP_MAX_AGE = 300.0
@@ -67,7 +71,13 @@ _PRIO_MAX = 2**31 - 1
 # Ready times are kept as whole microseconds shifted to be positive for any datetime.
 _OFFSET_US = 70_000_000_000 * 1_000_000
 _RANK = {"touch": 0, "put": 1, "rm": 2}
+# The journal file: sequence number, then the length and CRC-32 of a pending write (length 0:
+# none) and that write. A torn write fails its CRC; its writer had not changed anything yet.
+_HEAD = struct.Struct(">QQI")
+_PENDING = struct.Struct(">QI")
 _LOCKS: dict[str, threading.Lock] = {}
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def _escape(name: str) -> str:
@@ -106,7 +116,9 @@ class _Store(Protocol):
     threaded: bool  # whether calls block (run them in a thread)
 
     def read(self, rel: str) -> bytes | None: ...
+    def read_range(self, rel: str, offset: int, size: int) -> bytes: ...
     def put(self, rel: str, data: bytes) -> None: ...
+    def overwrite(self, rel: str, offset: int, data: bytes) -> None: ...
     def touch(self, rel: str) -> None: ...
     def remove(self, rel: str) -> None: ...
     def names(self, rel: str) -> list[str]: ...
@@ -127,6 +139,7 @@ class _LocalStore:
     def __init__(self, root: str, fsync: bool) -> None:
         self.root = os.path.abspath(root)
         self.fsync = fsync
+        self.empty = os.path.join(self.root, "empty")
 
     def path(self, rel: str) -> str:
         full = os.path.normpath(os.path.join(self.root, *_check_rel(rel).split("/")))
@@ -140,6 +153,17 @@ class _LocalStore:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def read_range(self, rel: str, offset: int, size: int) -> bytes:
+        try:
+            fd = os.open(self.path(rel), os.O_RDONLY | _BINARY)
+        except FileNotFoundError:
+            return b""
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)  # a fresh descriptor: no shared offset
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
 
     def put(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
@@ -157,6 +181,16 @@ class _LocalStore:
                 os.unlink(tmp)
             raise
 
+    def overwrite(self, rel: str, offset: int, data: bytes) -> None:
+        # In place: on some disks creating a file (a temp file) costs several times a write
+        # and an fsync, and the journal is written twice per change. Readers of it frame it.
+        with os.fdopen(self._create(self.path(rel), _BINARY, os.O_RDWR), "r+b") as f:
+            f.seek(offset)
+            f.write(data)  # all of it, or an error (a short os.write would pass silently)
+            f.flush()
+            if self.fsync:
+                _datasync(f.fileno())
+
     @staticmethod
     def _create(path: str, extra: int = 0, mode: int = os.O_WRONLY) -> int:
         flags = mode | os.O_CREAT | extra
@@ -167,7 +201,29 @@ class _LocalStore:
             return os.open(path, flags, 0o644)
 
     def touch(self, rel: str) -> None:
-        os.close(self._create(self.path(rel)))
+        # Index entries are empty files, so each is a hard link to one: a link costs a
+        # directory entry, where a new file costs an inode, tens of times more on some disks.
+        path = self.path(rel)
+        for _ in range(3):
+            try:
+                os.link(self.empty, path)
+                return
+            except FileExistsError:
+                return
+            except FileNotFoundError:  # the folder, or `empty` itself, is missing
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                if not os.path.exists(self.empty):
+                    self._renew_empty()
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    break  # no hard links on this filesystem
+                self._renew_empty()  # this one has as many links as the filesystem allows
+        os.close(self._create(path))
+
+    def _renew_empty(self) -> None:
+        tmp = os.path.join(self.root, _TEMP + uuid.uuid4().hex)
+        os.close(self._create(tmp, os.O_EXCL))
+        os.replace(tmp, self.empty)
 
     def remove(self, rel: str) -> None:
         path = self.path(rel)
@@ -256,8 +312,18 @@ class _FsspecStore:
         except FileNotFoundError:
             return None
 
+    def read_range(self, rel: str, offset: int, size: int) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self.path(rel), start=offset, end=offset + size))
+        except FileNotFoundError:
+            return b""
+
     def put(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self.path(rel), data)
+
+    def overwrite(self, rel: str, offset: int, data: bytes) -> None:
+        old = self.read(rel) or b""
+        self.put(rel, old[:offset].ljust(offset, b"\0") + data + old[offset + len(data):])
 
     def touch(self, rel: str) -> None:
         self.fs.pipe_file(self.path(rel), b"")
@@ -335,6 +401,7 @@ class FileTaskQueue(BaseTaskQueue):
         # under the lock (every writer changes it before and after writing).
         self._ready: dict[str, list[str]] = {}
         self._seen: bytes | None = None
+        self._seq = 0  # the last enqueue sequence number, read under the lock by _recover
 
     def _describe(self) -> str:
         return repr(redact(self.base_dir))
@@ -364,24 +431,28 @@ class FileTaskQueue(BaseTaskQueue):
             if self._recover():
                 seen = store.version()
             ops: list[Op] = []
+            seq = self._seq
             result = fn(ops)
             if ops:
-                self._commit(ops)
+                self._commit(ops, seq)
                 seen = store.bump()
             self._seen = seen
             return result
 
-    def _commit(self, ops: list[Op]) -> None:
+    def _commit(self, ops: list[Op], seq: int) -> None:
+        """Apply ``ops``; ``seq`` is the sequence number before them, ``self._seq`` after."""
         # Hints in ready/ are checked against the record at every claim, so a write that
         # changes one record besides them needs no journal.
         store = self._store
         store.bump()  # before: a writer dying mid-way still invalidates others' listings
         journal = store.journaled and sum(not op[1].startswith("ready/") for op in ops) > 1
         if journal:
-            store.put("journal", encode(ops))
+            data = encode([self._seq, ops])
+            store.overwrite("journal", 8, _PENDING.pack(len(data), zlib.crc32(data)) + data)
         self._perform(ops)
-        if journal:
-            store.remove("journal")
+        if journal or self._seq != seq:
+            # Synced like the journal: a lost clearing would replay it over later writes.
+            store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
 
     def _perform(self, ops: Sequence[Op]) -> None:
         # New index entries first and stale ones last, so a reader never loses a task.
@@ -405,24 +476,48 @@ class FileTaskQueue(BaseTaskQueue):
                     del cached[at]
 
     def _recover(self) -> bool:
-        """Finish the write of a writer that died holding the lock (ops are idempotent)."""
-        data = self._store.read("journal")
-        if data is None:
+        """Read the sequence number, and finish the write of a writer that died holding the
+        lock (ops are idempotent)."""
+        store = self._store
+        head = store.read_range("journal", 0, _HEAD.size)
+        self._seq, size, crc = _HEAD.unpack(head.ljust(_HEAD.size, b"\0"))
+        if not size:
             return False
+        data = store.read_range("journal", _HEAD.size, size)
+        if len(data) == size and zlib.crc32(data) == crc:
+            seq, ops = self._parse(data)
+            store.bump()
+            self._ready.clear()
+            self._perform(ops)
+            self._seq = seq
+        # else torn: its writer died writing it, before any other change; nothing to finish.
+        store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
+        store.bump()
+        return True
+
+    def _parse(self, data: bytes, *, bare: bool = False) -> tuple[int, list[Op]]:
+        """A journalled write: the sequence number after it and its ops. A ``bare`` (layout 1)
+        journal holds only the ops (its sequence number went to ``seq``)."""
         try:
-            raw: list[list[Any]] = decode(data)
+            raw: Any
+            seq, raw = (0, decode(data)) if bare else decode(data)
             ops: list[Op] = [(str(k), _check_rel(str(r)), d) for k, r, d in raw]
             if any(kind not in _RANK or (kind == "put") != (data is not None)
                    for kind, _, data in ops):
                 raise ValueError("unknown operation")
+            return int(seq), ops
         except (ValueError, TypeError) as exc:
             raise BackendError(f"unreadable journal in {redact(self.base_dir)}: {exc}") from exc
-        self._store.bump()
-        self._ready.clear()
-        self._perform(ops)
-        self._store.remove("journal")
-        self._store.bump()
-        return True
+
+    def _upgrade(self) -> None:
+        """Layout 1 kept the sequence number in ``seq`` and a pending write as a bare journal;
+        each step can be repeated if this is cut short, as ``format`` is written last."""
+        store = self._store
+        data = store.read("journal")
+        if data and data[:1] != b"\0":  # a layout-1 journal (layout 2 starts with a zero byte)
+            self._perform(self._parse(data, bare=True)[1])
+        seq = int(store.read("seq") or b"0")
+        store.overwrite("journal", 0, _HEAD.pack(seq, 0, 0))
 
     def _read(self, rel: str) -> tuple[int, Task] | None:
         data = self._store.read(rel)
@@ -465,13 +560,17 @@ class FileTaskQueue(BaseTaskQueue):
         self._store.clean(TEMP_MAX_AGE)
         with self._store.lock():
             found = self._store.read("format")
-            if found is None:
-                self._store.put("format", f"omniq-file {FORMAT}\n".encode())
-            elif int(found.split()[-1]) > FORMAT:
+            layout = FORMAT if found is None else int(found.split()[-1])
+            if layout > FORMAT:
                 raise BackendError(
-                    f"{redact(self.base_dir)} holds OmniQ file layout {found.split()[-1]!r}; "
+                    f"{redact(self.base_dir)} holds OmniQ file layout {layout}; "
                     f"this OmniQ knows {FORMAT} (upgrade OmniQ)"
                 )
+            if layout < FORMAT:
+                self._upgrade()
+            if found is None or layout < FORMAT:
+                self._store.put("format", f"omniq-file {FORMAT}\n".encode())
+                self._store.remove("seq")
             self._recover()
 
     async def _close(self) -> None:
@@ -481,8 +580,7 @@ class FileTaskQueue(BaseTaskQueue):
 
     async def _insert(self, tasks: list[Task]) -> list[bool]:
         def insert(ops: list[Op]) -> list[bool]:
-            raw = self._store.read("seq")
-            seq = int(raw) if raw else 0
+            seq = self._seq
             inserted = []
             for task in tasks:
                 new = not self._store.exists(_record(task.id))
@@ -492,8 +590,7 @@ class FileTaskQueue(BaseTaskQueue):
                     fid = _fid(task.id)
                     ops.extend(("touch", f"deps/{_fid(d)}/{fid}", None) for d in task.depends_on)
                 inserted.append(new)
-            if ops:
-                ops.append(("put", "seq", str(seq).encode()))
+            self._seq = seq
             return inserted
 
         return await self._write(insert)

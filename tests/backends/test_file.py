@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import random
 import signal
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 import omniq.queue.file as file_backend
-from omniq import InvalidTaskError, Task, TaskStatus, connect
+from omniq import BackendError, InvalidTaskError, Task, TaskStatus, connect
 from omniq.queue.file import FileTaskQueue
-from omniq.serialization import decode_task
+from omniq.serialization import decode_task, encode
 from tests.processes import ROOT
 
 NS = "filetest"
@@ -106,6 +108,11 @@ async def python(code: str, *args: str) -> asyncio.subprocess.Process:
     )
 
 
+def pending_write(root: Path) -> int:
+    """The length of the journalled write left pending in ``root`` (0: none)."""
+    return int.from_bytes((root / "journal").read_bytes()[8:16], "big")
+
+
 def records(base: Path) -> list[Path]:
     return [p for p in (base / NS / "tasks").iterdir() if not p.name.startswith(".")]
 
@@ -122,7 +129,7 @@ async def check_consistent(queue: FileTaskQueue) -> list[Task]:
         assert getattr(stats, status.value) == sum(t.status is status for t in stored)
     ready = {p.name for q in (root / "ready").glob("*") for p in q.iterdir()}
     assert len(ready) == sum(t.status is TaskStatus.PENDING for t in stored)
-    assert not (root / "journal").exists()
+    assert pending_write(root) == 0
     return listed
 
 
@@ -176,7 +183,7 @@ async def test_a_journalled_write_cut_by_sigkill_is_finished_on_open(tmp_path: P
     proc = await python(DIES_MID_WRITE, str(tmp_path))
     await proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert (tmp_path / NS / "journal").exists()
+    assert pending_write(tmp_path / NS) > 0
     async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
         listed = await check_consistent(queue)
         assert [t.id for t in listed] == [f"j{i}" for i in range(5)]
@@ -212,6 +219,111 @@ async def test_leftovers_of_a_killed_writer_are_cleaned_on_open(tmp_path: Path) 
         assert not any(p.exists() for p in old)
         assert fresh.exists(), "a live writer's temp file is left alone"
         assert [t.id for t in await check_consistent(queue)] == [task_id]
+
+
+def sequence_of(root: Path, task_id: str) -> int:
+    return int.from_bytes((root / "tasks" / f"{task_id}.msgpack").read_bytes()[:8], "big")
+
+
+async def test_a_torn_journal_is_dropped_and_the_sequence_kept(tmp_path: Path) -> None:
+    root = tmp_path / NS
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue_many([Task(func="m:f", id="t1"), Task(func="m:f", id="t2")])
+    # A writer killed while writing its journal: a length and checksum, and half a write.
+    with open(root / "journal", "r+b") as f:
+        f.seek(8)
+        f.write((60).to_bytes(8, "big") + (12345).to_bytes(4, "big") + b"\x93half a wri")
+    assert pending_write(root) == 60
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue(Task(func="m:f", id="t3"))
+        assert [t.id for t in await check_consistent(queue)] == ["t1", "t2", "t3"]
+    assert [sequence_of(root, i) for i in ("t1", "t2", "t3")] == [1, 2, 3]
+
+
+async def test_a_whole_but_unreadable_journal_is_an_error_not_skipped(tmp_path: Path) -> None:
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue(Task(func="m:f", id="t1"))
+    bad = encode([7, [["move", "tasks/t1.msgpack", None]]])
+    with open(tmp_path / NS / "journal", "r+b") as f:
+        f.seek(8)
+        f.write(len(bad).to_bytes(8, "big") + zlib.crc32(bad).to_bytes(4, "big") + bad)
+    with pytest.raises(BackendError, match="unreadable journal .*unknown operation"):
+        async with FileTaskQueue(str(tmp_path), namespace=NS):
+            pass
+    assert pending_write(tmp_path / NS) == len(bad), "left for a human to look at"
+
+
+async def test_a_layout_1_directory_is_upgraded_with_its_pending_write(tmp_path: Path) -> None:
+    root = tmp_path / NS
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue_many([Task(func="m:f", id="t1"), Task(func="m:f", id="t2")])
+    async with FileTaskQueue(str(tmp_path), namespace="scratch") as scratch:
+        stored = await scratch.get_task(await scratch.enqueue(Task(func="m:f", id="t3")))
+        assert stored is not None
+        # What layout 1 left when its writer died mid-enqueue: `seq` and a bare journal.
+        ops: list[file_backend.Op] = []
+        scratch._change(ops, 3, None, stored)
+        ops.append(("put", "seq", b"3"))
+    (root / "format").write_text("omniq-file 1\n")
+    (root / "seq").write_text("2")
+    (root / "journal").write_bytes(encode(ops))
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        assert (root / "format").read_text() == f"omniq-file {file_backend.FORMAT}\n"
+        assert not (root / "seq").exists()
+        await queue.enqueue(Task(func="m:f", id="t4"))
+        assert [t.id for t in await check_consistent(queue)] == ["t1", "t2", "t3", "t4"]
+    assert [sequence_of(root, f"t{i}") for i in range(1, 5)] == [1, 2, 3, 4]
+
+
+async def test_a_newer_layout_is_refused(tmp_path: Path) -> None:
+    (tmp_path / NS).mkdir()
+    (tmp_path / NS / "format").write_text(f"omniq-file {file_backend.FORMAT + 1}\n")
+    with pytest.raises(BackendError, match=r"layout 3; this OmniQ knows 2 \(upgrade OmniQ\)"):
+        async with FileTaskQueue(str(tmp_path), namespace=NS):
+            pass
+
+
+async def test_index_entries_are_hard_links_to_one_empty_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / NS
+    link = os.link
+
+    def entries() -> list[Path]:
+        return [p for folder in ("ready", "state") for p in (root / folder).rglob("*")
+                if p.is_file()]
+
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue_many([Task(func="m:f", id=f"t{i}") for i in range(3)])
+        first = (root / "empty").stat().st_ino
+        assert len(entries()) == 6
+        assert {p.stat().st_ino for p in entries()} == {first}
+
+        def full(src: str, dst: str) -> None:  # the filesystem's link limit, reached once
+            monkeypatch.setattr(os, "link", link)
+            raise OSError(errno.EMLINK, "Too many links")
+
+        monkeypatch.setattr(os, "link", full)
+        await queue.enqueue(Task(func="m:f", id="t3"))
+        second = (root / "empty").stat().st_ino
+        assert second != first
+        assert {p.stat().st_ino for p in entries() if p.name.endswith("-t3")} == {second}
+
+        def unsupported(src: str, dst: str) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", unsupported)
+        await queue.enqueue(Task(func="m:f", id="t4"))
+        made = [p for p in entries() if p.name.endswith("-t4")]
+        assert len(made) == 2 and second not in {p.stat().st_ino for p in made}
+        monkeypatch.setattr(os, "link", link)
+        claimed = await queue.dequeue_many("default", 5)
+        assert [t.id for t in claimed] == [f"t{i}" for i in range(5)]
+        for task in claimed:
+            await queue.complete(task.id, None, lease=task.lease)
+        listed = await check_consistent(queue)
+        assert {t.status for t in listed} == {TaskStatus.COMPLETED}
+        assert all(p.stat().st_ino in {first, second} for p in entries())
 
 
 async def test_ids_and_queue_names_map_to_safe_names_inside_base_dir(tmp_path: Path) -> None:
