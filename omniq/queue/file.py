@@ -55,10 +55,11 @@ except ImportError:  # pragma: no cover - Windows: only one process may use a di
     fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
-# (kind, path relative to the namespace root, data): kind is "touch", "put" or "rm".
+# (kind, path relative to the namespace root, data): kind is "touch", "put", "write" or "rm";
+# "write" rewrites an existing record, in place when the write is journalled.
 Op = tuple[str, str, bytes | None]
 
-FORMAT = 2  # 2: the sequence number moved from `seq` into `journal`, written in place
+FORMAT = 2  # 2: `seq` moved into `journal`; both it and records (framed) are rewritten in place
 _TEMP = ".tmp-"
 # A temp file this old belongs to a writer that died (a live one renames it within ms).
 TEMP_MAX_AGE = 300.0
@@ -70,11 +71,17 @@ _READY = re.compile(r"^\d{10}-\d{18}-\d{12}-[a-z0-9_.%~-]+$")
 _PRIO_MAX = 2**31 - 1
 # Ready times are kept as whole microseconds shifted to be positive for any datetime.
 _OFFSET_US = 70_000_000_000 * 1_000_000
-_RANK = {"touch": 0, "put": 1, "rm": 2}
+_RANK = {"touch": 0, "put": 1, "write": 1, "rm": 2}
 # The journal file: sequence number, then the length and CRC-32 of a pending write (length 0:
 # none) and that write. A torn write fails its CRC; its writer had not changed anything yet.
 _HEAD = struct.Struct(">QQI")
 _PENDING = struct.Struct(">QI")
+# A record: the enqueue sequence number, a zero byte, the task's length and CRC-32, the task.
+# Records are rewritten in place under the journal, so a reader without the lock may meet one
+# half-written (its CRC fails) and reads it again. Layout 1 records hold the task right after
+# the sequence number (msgpack never starts a task with a zero byte); they are still read.
+_FRAME = struct.Struct(">QBII")
+_PEEKS = 3  # lock-free reads of a record caught half-written before reading it under the lock
 _LOCKS: dict[str, threading.Lock] = {}
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
 _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
@@ -102,6 +109,34 @@ def _tkey(seconds: float) -> int:
     return round(seconds * 1_000_000) + _OFFSET_US
 
 
+def _frame(seq: int, task: Task) -> bytes:
+    body = encode_task(task)
+    return _FRAME.pack(seq, 0, len(body), zlib.crc32(body)) + body
+
+
+def _unframe(data: bytes) -> tuple[int, bytes] | None:
+    """A record's (sequence number, encoded task), or None if it is caught half-written."""
+    if len(data) <= 8:
+        return None
+    seq = int.from_bytes(data[:8], "big")
+    if data[8]:
+        return seq, data[8:]  # layout 1
+    if len(data) < _FRAME.size:
+        return None
+    _, _, size, crc = _FRAME.unpack_from(data)
+    body = data[_FRAME.size : _FRAME.size + size]
+    return (seq, body) if len(body) == size and zlib.crc32(body) == crc else None
+
+
+def read_record(path: str) -> Task:
+    """The task stored in a record file (for inspecting a queue directory by hand)."""
+    with open(path, "rb") as f:
+        record = _unframe(f.read())
+    if record is None:
+        raise SerializationError(f"{path} is half-written (being rewritten, or torn)")
+    return decode_task(record[1])
+
+
 def _check_rel(rel: str) -> str:
     """Every path is built from escaped names; refuse anything that could leave the root."""
     if not _REL.fullmatch(rel):
@@ -119,6 +154,7 @@ class _Store(Protocol):
     def read_range(self, rel: str, offset: int, size: int) -> bytes: ...
     def put(self, rel: str, data: bytes) -> None: ...
     def overwrite(self, rel: str, offset: int, data: bytes) -> None: ...
+    def rewrite(self, rel: str, data: bytes) -> None: ...
     def touch(self, rel: str) -> None: ...
     def remove(self, rel: str) -> None: ...
     def names(self, rel: str) -> list[str]: ...
@@ -190,6 +226,10 @@ class _LocalStore:
             f.flush()
             if self.fsync:
                 _datasync(f.fileno())
+
+    def rewrite(self, rel: str, data: bytes) -> None:
+        # In place (no new inode); only under the journal, which can redo a torn rewrite.
+        self.overwrite(rel, 0, data)
 
     @staticmethod
     def _create(path: str, extra: int = 0, mode: int = os.O_WRONLY) -> int:
@@ -325,6 +365,9 @@ class _FsspecStore:
         old = self.read(rel) or b""
         self.put(rel, old[:offset].ljust(offset, b"\0") + data + old[offset + len(data):])
 
+    def rewrite(self, rel: str, data: bytes) -> None:
+        self.put(rel, data)  # an object is written whole anyway
+
     def touch(self, rel: str) -> None:
         self.fs.pipe_file(self.path(rel), b"")
 
@@ -449,16 +492,19 @@ class FileTaskQueue(BaseTaskQueue):
         if journal:
             data = encode([self._seq, ops])
             store.overwrite("journal", 8, _PENDING.pack(len(data), zlib.crc32(data)) + data)
-        self._perform(ops)
+        self._perform(ops, journal)
         if journal or self._seq != seq:
             # Synced like the journal: a lost clearing would replay it over later writes.
             store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
 
-    def _perform(self, ops: Sequence[Op]) -> None:
+    def _perform(self, ops: Sequence[Op], journalled: bool) -> None:
         # New index entries first and stale ones last, so a reader never loses a task.
         final = {rel: (kind, rel, data) for kind, rel, data in ops}
         for kind, rel, data in sorted(final.values(), key=lambda op: _RANK[op[0]]):
-            if kind == "put":
+            if kind == "write" and journalled:
+                assert data is not None
+                self._store.rewrite(rel, data)
+            elif kind in ("put", "write"):
                 assert data is not None
                 self._store.put(rel, data)
             elif kind == "touch":
@@ -488,7 +534,7 @@ class FileTaskQueue(BaseTaskQueue):
             seq, ops = self._parse(data)
             store.bump()
             self._ready.clear()
-            self._perform(ops)
+            self._perform(ops, True)
             self._seq = seq
         # else torn: its writer died writing it, before any other change; nothing to finish.
         store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
@@ -502,7 +548,7 @@ class FileTaskQueue(BaseTaskQueue):
             raw: Any
             seq, raw = (0, decode(data)) if bare else decode(data)
             ops: list[Op] = [(str(k), _check_rel(str(r)), d) for k, r, d in raw]
-            if any(kind not in _RANK or (kind == "put") != (data is not None)
+            if any(kind not in _RANK or (kind in ("put", "write")) != (data is not None)
                    for kind, _, data in ops):
                 raise ValueError("unknown operation")
             return int(seq), ops
@@ -515,15 +561,29 @@ class FileTaskQueue(BaseTaskQueue):
         store = self._store
         data = store.read("journal")
         if data and data[:1] != b"\0":  # a layout-1 journal (layout 2 starts with a zero byte)
-            self._perform(self._parse(data, bare=True)[1])
+            self._perform(self._parse(data, bare=True)[1], True)
         seq = int(store.read("seq") or b"0")
         store.overwrite("journal", 0, _HEAD.pack(seq, 0, 0))
 
     def _read(self, rel: str) -> tuple[int, Task] | None:
+        """A record, read under the lock (where none is half-written once _recover has run)."""
         data = self._store.read(rel)
         if data is None:
             return None
-        return int.from_bytes(data[:8], "big"), decode_task(data[8:])
+        record = _unframe(data)
+        if record is None:
+            raise SerializationError(f"record {rel} is torn")
+        return record[0], decode_task(record[1])
+
+    def _peek(self, rel: str) -> tuple[int, Task] | None:
+        """A record, read without the lock: one caught half-written is read again."""
+        for _ in range(_PEEKS):
+            with suppress(SerializationError):
+                return self._read(rel)
+            time.sleep(0.001)  # a rewrite takes microseconds
+        with self._store.lock():  # a writer died mid-rewrite: finish its journal first
+            self._recover()
+            return self._read(rel)
 
     @staticmethod
     def _entries(seq: int, task: Task) -> set[str]:
@@ -545,7 +605,7 @@ class FileTaskQueue(BaseTaskQueue):
         if new is None:
             ops.append(("rm", _record(task.id), None))
         else:
-            ops.append(("put", _record(task.id), seq.to_bytes(8, "big") + encode_task(new)))
+            ops.append(("put" if old is None else "write", _record(task.id), _frame(seq, new)))
         ops.extend(("rm", rel, None) for rel in sorted(before - after))
 
     def _queues(self, folder: str, queue_name: str | None) -> list[str]:
@@ -599,7 +659,7 @@ class FileTaskQueue(BaseTaskQueue):
         def get() -> dict[str, Task]:
             found = {}
             for task_id in task_ids:
-                record = self._read(_record(task_id))
+                record = self._peek(_record(task_id))
                 if record is not None and record[1].id == task_id:
                     found[task_id] = record[1]
             return found
@@ -737,7 +797,7 @@ class FileTaskQueue(BaseTaskQueue):
                 for fid in self._store.names(f"deps/{_fid(task_id)}"):
                     if not fid.startswith("~"):
                         found.add(unquote(fid))
-                    elif (record := self._read(f"tasks/{fid}.msgpack")) is not None:
+                    elif (record := self._peek(f"tasks/{fid}.msgpack")) is not None:
                         found.add(record[1].id)
             return found
 
@@ -770,7 +830,7 @@ class FileTaskQueue(BaseTaskQueue):
             for name in names:
                 if limit is not None and len(found) >= limit:
                     break
-                record = self._read(f"tasks/{name[13:]}.msgpack")
+                record = self._peek(f"tasks/{name[13:]}.msgpack")
                 if record is None:
                     continue  # deleted meanwhile
                 task = record[1]
@@ -831,7 +891,7 @@ class FileTaskQueue(BaseTaskQueue):
             if best is None:
                 return None
             # The name holds whole microseconds; the record has the exact time.
-            record = self._read(f"tasks/{best[1][43:]}.msgpack")
+            record = self._peek(f"tasks/{best[1][43:]}.msgpack")
             exact = rules.ready_at(record[1]) if record is not None else None
             return exact if exact is not None and exact > now else (best[0] - _OFFSET_US) / 1e6
 

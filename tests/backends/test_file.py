@@ -11,14 +11,16 @@ import signal
 import sys
 import time
 import zlib
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 import omniq.queue.file as file_backend
-from omniq import BackendError, InvalidTaskError, Task, TaskStatus, connect
-from omniq.queue.file import FileTaskQueue
-from omniq.serialization import decode_task, encode
+from omniq import BackendError, InvalidTaskError, SerializationError, Task, TaskStatus, connect
+from omniq.queue import rules
+from omniq.queue.file import FileTaskQueue, read_record
+from omniq.serialization import encode
 from tests.processes import ROOT
 
 NS = "filetest"
@@ -88,6 +90,41 @@ async def main(base):
 asyncio.run(main(sys.argv[1]))
 """
 
+# Enqueues five tasks, then dies by SIGKILL halfway through rewriting a record in place as it
+# claims them.
+DIES_MID_REWRITE = """
+import asyncio, os, signal, sys
+from omniq import Task
+from omniq.queue.file import FileTaskQueue
+
+async def main(base):
+    queue = FileTaskQueue(base, namespace="filetest")
+    await queue.connect()
+    await queue.enqueue_many([Task(func="m:f", args=("x" * 5000,), id=f"j{i}") for i in range(5)])
+    store = queue._store
+    def dying_rewrite(rel, data):
+        store.overwrite(rel, 0, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    store.rewrite = dying_rewrite
+    await queue.dequeue_many("default", 5)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+# Claims and completes every task, one at a time, printing "done" at the end.
+REWRITER = """
+import asyncio, sys
+from omniq.queue.file import FileTaskQueue
+
+async def main(base):
+    async with FileTaskQueue(base, namespace="filetest", fsync=False) as queue:
+        while task := await queue.dequeue("default"):
+            await queue.complete(task.id, task.args[0][::-1], lease=task.lease)
+    print("done")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
 # Takes the lock and holds it until killed.
 HOLDS_LOCK = """
 import sys, time
@@ -120,7 +157,7 @@ def records(base: Path) -> list[Path]:
 async def check_consistent(queue: FileTaskQueue) -> list[Task]:
     """Every record decodes, and the indexes agree with the records exactly."""
     root = Path(queue._store.root)  # type: ignore[attr-defined]
-    stored = [decode_task(p.read_bytes()[8:]) for p in records(root.parent)]
+    stored = [read_record(str(p)) for p in records(root.parent)]
     listed = await queue.list_tasks(limit=1_000_000)
     assert sorted(t.id for t in listed) == sorted(t.id for t in stored)
     stats = await queue.stats()
@@ -128,7 +165,7 @@ async def check_consistent(queue: FileTaskQueue) -> list[Task]:
     for status in TaskStatus:
         assert getattr(stats, status.value) == sum(t.status is status for t in stored)
     ready = {p.name for q in (root / "ready").glob("*") for p in q.iterdir()}
-    assert len(ready) == sum(t.status is TaskStatus.PENDING for t in stored)
+    assert len(ready) == sum(rules.ready_at(t) is not None for t in stored)
     assert pending_write(root) == 0
     return listed
 
@@ -188,6 +225,74 @@ async def test_a_journalled_write_cut_by_sigkill_is_finished_on_open(tmp_path: P
         listed = await check_consistent(queue)
         assert [t.id for t in listed] == [f"j{i}" for i in range(5)]
         assert [t.id for t in await queue.dequeue_many("default", 10)] == [t.id for t in listed]
+
+
+async def test_a_record_rewrite_cut_by_sigkill_is_redone_on_open(tmp_path: Path) -> None:
+    proc = await python(DIES_MID_REWRITE, str(tmp_path))
+    _, err = await proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert pending_write(tmp_path / NS) > 0
+    torn = []
+    for path in records(tmp_path):
+        try:
+            read_record(str(path))
+        except SerializationError:
+            torn.append(path.name)
+    assert len(torn) == 1, "the claim died rewriting its first record"
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        listed = await check_consistent(queue)
+        assert {t.status for t in listed} == {TaskStatus.RUNNING}, "the claim was finished"
+        assert all(t.args == ("x" * 5000,) and t.attempts == 1 for t in listed)
+
+
+async def test_readers_without_the_lock_never_see_a_record_half_rewritten(
+    tmp_path: Path,
+) -> None:
+    # Records of several pages, rewritten in place by another process while this one reads.
+    args = {f"t{i}": "".join(random.choices("abcdef", k=12_000)) for i in range(200)}
+    async with FileTaskQueue(str(tmp_path), namespace=NS, fsync=False) as queue:
+        await queue.enqueue_many([Task(func="m:f", args=(a,), id=i) for i, a in args.items()])
+        rewriter = await python(REWRITER, str(tmp_path))
+        reads = 0
+        while rewriter.returncode is None:
+            tasks = await queue.get_tasks(list(args))
+            assert len(tasks) == len(args)
+            for task in tasks.values():
+                assert task.args == (args[task.id],)
+                if task.status is TaskStatus.COMPLETED:
+                    assert task.result == args[task.id][::-1]
+            reads += 1
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(rewriter.wait()), 0.001)
+        out, err = await rewriter.communicate()
+        assert out == b"done\n", err.decode()[-2000:]
+        assert reads > 3, "the reads overlapped the rewrites"
+        listed = await check_consistent(queue)
+        assert {t.status for t in listed} == {TaskStatus.COMPLETED}
+
+
+async def test_a_torn_record_is_read_again_under_the_lock_after_recovery(tmp_path: Path) -> None:
+    root = tmp_path / NS
+    async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
+        await queue.enqueue(Task(func="m:f", id="t1"))
+        good = (root / "tasks" / "t1.msgpack").read_bytes()
+        # As a writer killed mid-rewrite leaves it: its journal pending, the record torn.
+        [claimed] = await queue.dequeue_many("default", 1)
+        whole = (root / "tasks" / "t1.msgpack").read_bytes()
+        ops: list[file_backend.Op] = [("write", "tasks/t1.msgpack", whole)]
+        data = encode([1, ops])
+        with open(root / "journal", "r+b") as f:
+            f.seek(8)
+            f.write(len(data).to_bytes(8, "big") + zlib.crc32(data).to_bytes(4, "big") + data)
+        (root / "tasks" / "t1.msgpack").write_bytes(whole[:20] + good[20:])
+        task = await queue.get_task("t1")
+        assert task is not None and task.status is TaskStatus.RUNNING
+        assert task.lease == claimed.lease
+        assert pending_write(root) == 0
+        # A torn record with no journal to redo it: an error that names it.
+        (root / "tasks" / "t1.msgpack").write_bytes(whole[:-3])
+        with pytest.raises(SerializationError, match="tasks/t1.msgpack is torn"):
+            await queue.get_task("t1")
 
 
 async def test_the_lock_of_a_sigkilled_holder_is_released(tmp_path: Path) -> None:
