@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import hotspots, scale
 
         if args.scale:
-            found = scale.run(plan, args.backlog)
+            found = scale.run(plan, args.backlog, only)
             found["run"] = {"command": command.strip(), "seconds": time.time() - started}
             text = scale.render(found)
             print(text + ("\n\n" + scale.render(found, markdown=True) if args.markdown else ""))

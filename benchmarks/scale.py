@@ -115,9 +115,10 @@ async def _process(entry: Any, system: System, ctx: Any, jobs: int) -> dict[str,
             "completed_when_stopped": done}
 
 
-def run(plan: Any, backlog: int) -> dict[str, Any]:
-    """Every scale measurement, each in its own process; the small and the large backlog
-    alternate ``plan.reps`` times, so drifts of a shared machine hit both alike."""
+def run(plan: Any, backlog: int, only: set[str] | None = None) -> dict[str, Any]:
+    """Every scale measurement (of the ``only`` backends, if given), each in its own process;
+    the small and the large backlog alternate ``plan.reps`` times, so drifts of a shared
+    machine hit both alike."""
     from benchmarks.run import Runner, progress
 
     runner = Runner()
@@ -128,6 +129,8 @@ def run(plan: Any, backlog: int) -> dict[str, Any]:
         for rep in range(1, plan.reps + 1):
             progress(f"repetition {rep}/{plan.reps}")
             for backend in (*SCALED, *MEMORY_BACKLOG):
+                if only and backend not in only:
+                    continue
                 if backend not in SCALED and rep > 1:
                     continue  # memory per task does not vary between runs
                 sizes = [10_000, backlog] if backend in SCALED else [MEMORY_BACKLOG[backend]]
