@@ -128,13 +128,17 @@ def _unframe(data: bytes) -> tuple[int, bytes] | None:
     return (seq, body) if len(body) == size and zlib.crc32(body) == crc else None
 
 
+def _record_of(data: bytes, where: str) -> tuple[int, Task]:
+    record = _unframe(data)
+    if record is None:
+        raise SerializationError(f"{where} is torn, or half-written as it is rewritten")
+    return record[0], decode_task(record[1])
+
+
 def read_record(path: str) -> Task:
     """The task stored in a record file (for inspecting a queue directory by hand)."""
     with open(path, "rb") as f:
-        record = _unframe(f.read())
-    if record is None:
-        raise SerializationError(f"{path} is half-written (being rewritten, or torn)")
-    return decode_task(record[1])
+        return _record_of(f.read(), path)[1]
 
 
 def _check_rel(rel: str) -> str:
@@ -153,6 +157,7 @@ class _Store(Protocol):
     def read(self, rel: str) -> bytes | None: ...
     def read_range(self, rel: str, offset: int, size: int) -> bytes: ...
     def put(self, rel: str, data: bytes) -> None: ...
+    # Bytes past ``data`` may be kept or dropped: its only reader (the journal's) frames them.
     def overwrite(self, rel: str, offset: int, data: bytes) -> None: ...
     def rewrite(self, rel: str, data: bytes) -> None: ...
     def touch(self, rel: str) -> None: ...
@@ -362,8 +367,9 @@ class _FsspecStore:
         self.fs.pipe_file(self.path(rel), data)
 
     def overwrite(self, rel: str, offset: int, data: bytes) -> None:
-        old = self.read(rel) or b""
-        self.put(rel, old[:offset].ljust(offset, b"\0") + data + old[offset + len(data):])
+        # One object, written whole: only the bytes before ``offset`` need reading.
+        head = self.read_range(rel, 0, offset) if offset else b""
+        self.put(rel, head.ljust(offset, b"\0") + data)
 
     def rewrite(self, rel: str, data: bytes) -> None:
         self.put(rel, data)  # an object is written whole anyway
@@ -495,7 +501,7 @@ class FileTaskQueue(BaseTaskQueue):
         self._perform(ops, journal)
         if journal or self._seq != seq:
             # Synced like the journal: a lost clearing would replay it over later writes.
-            store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
+            self._settle(self._seq)
 
     def _perform(self, ops: Sequence[Op], journalled: bool) -> None:
         # New index entries first and stale ones last, so a reader never loses a task.
@@ -537,9 +543,13 @@ class FileTaskQueue(BaseTaskQueue):
             self._perform(ops, True)
             self._seq = seq
         # else torn: its writer died writing it, before any other change; nothing to finish.
-        store.overwrite("journal", 0, _HEAD.pack(self._seq, 0, 0))
+        self._settle(self._seq)
         store.bump()
         return True
+
+    def _settle(self, seq: int) -> None:
+        """Write the journal as holding sequence number ``seq`` and no pending write."""
+        self._store.overwrite("journal", 0, _HEAD.pack(seq, 0, 0))
 
     def _parse(self, data: bytes, *, bare: bool = False) -> tuple[int, list[Op]]:
         """A journalled write: the sequence number after it and its ops. A ``bare`` (layout 1)
@@ -562,18 +572,12 @@ class FileTaskQueue(BaseTaskQueue):
         data = store.read("journal")
         if data and data[:1] != b"\0":  # a layout-1 journal (layout 2 starts with a zero byte)
             self._perform(self._parse(data, bare=True)[1], True)
-        seq = int(store.read("seq") or b"0")
-        store.overwrite("journal", 0, _HEAD.pack(seq, 0, 0))
+        self._settle(int(store.read("seq") or b"0"))
 
     def _read(self, rel: str) -> tuple[int, Task] | None:
         """A record, read under the lock (where none is half-written once _recover has run)."""
         data = self._store.read(rel)
-        if data is None:
-            return None
-        record = _unframe(data)
-        if record is None:
-            raise SerializationError(f"record {rel} is torn")
-        return record[0], decode_task(record[1])
+        return None if data is None else _record_of(data, f"record {rel}")
 
     def _peek(self, rel: str) -> tuple[int, Task] | None:
         """A record, read without the lock: one caught half-written is read again."""

@@ -150,6 +150,17 @@ def pending_write(root: Path) -> int:
     return int.from_bytes((root / "journal").read_bytes()[8:16], "big")
 
 
+def leave_pending(root: Path, data: bytes, *, size: int | None = None, crc: int | None = None
+                  ) -> None:
+    """Leave ``data`` in ``root``'s journal as a write pending, as a killed writer would (a
+    ``size`` or ``crc`` that does not match ``data``: one killed while writing the journal)."""
+    size = len(data) if size is None else size
+    crc = zlib.crc32(data) if crc is None else crc
+    with open(root / "journal", "r+b") as f:
+        f.seek(8)
+        f.write(size.to_bytes(8, "big") + crc.to_bytes(4, "big") + data)
+
+
 def records(base: Path) -> list[Path]:
     return [p for p in (base / NS / "tasks").iterdir() if not p.name.startswith(".")]
 
@@ -280,10 +291,7 @@ async def test_a_torn_record_is_read_again_under_the_lock_after_recovery(tmp_pat
         [claimed] = await queue.dequeue_many("default", 1)
         whole = (root / "tasks" / "t1.msgpack").read_bytes()
         ops: list[file_backend.Op] = [("write", "tasks/t1.msgpack", whole)]
-        data = encode([1, ops])
-        with open(root / "journal", "r+b") as f:
-            f.seek(8)
-            f.write(len(data).to_bytes(8, "big") + zlib.crc32(data).to_bytes(4, "big") + data)
+        leave_pending(root, encode([1, ops]))
         (root / "tasks" / "t1.msgpack").write_bytes(whole[:20] + good[20:])
         task = await queue.get_task("t1")
         assert task is not None and task.status is TaskStatus.RUNNING
@@ -335,9 +343,7 @@ async def test_a_torn_journal_is_dropped_and_the_sequence_kept(tmp_path: Path) -
     async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
         await queue.enqueue_many([Task(func="m:f", id="t1"), Task(func="m:f", id="t2")])
     # A writer killed while writing its journal: a length and checksum, and half a write.
-    with open(root / "journal", "r+b") as f:
-        f.seek(8)
-        f.write((60).to_bytes(8, "big") + (12345).to_bytes(4, "big") + b"\x93half a wri")
+    leave_pending(root, b"\x93half a wri", size=60, crc=12345)
     assert pending_write(root) == 60
     async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
         await queue.enqueue(Task(func="m:f", id="t3"))
@@ -349,9 +355,7 @@ async def test_a_whole_but_unreadable_journal_is_an_error_not_skipped(tmp_path: 
     async with FileTaskQueue(str(tmp_path), namespace=NS) as queue:
         await queue.enqueue(Task(func="m:f", id="t1"))
     bad = encode([7, [["move", "tasks/t1.msgpack", None]]])
-    with open(tmp_path / NS / "journal", "r+b") as f:
-        f.seek(8)
-        f.write(len(bad).to_bytes(8, "big") + zlib.crc32(bad).to_bytes(4, "big") + bad)
+    leave_pending(tmp_path / NS, bad)
     with pytest.raises(BackendError, match="unreadable journal .*unknown operation"):
         async with FileTaskQueue(str(tmp_path), namespace=NS):
             pass
