@@ -6,16 +6,18 @@
   completion);
 - NATS: JetStream messages fetched and acknowledged per second from a pull consumer
   (nats-py, fetch batches of 100);
-- NATS, one by one: ``js.publish`` awaited for its acknowledgement, one message at a time,
-  to one subject of a plain stream (what Taskiq's enqueue does), to a new key of a key-value
-  bucket each time, and the same create-only (with the expected-last-sequence header an OmniQ
-  enqueue sends, so an existing id is never overwritten) — the floors of a single enqueue.
+- NATS, one by one: ``js.publish`` awaited for its acknowledgement, one message at a time, on
+  one connection, three ways taken in turns, a slice of messages each, so the machine's swings
+  touch them alike: to one subject of a plain stream (what Taskiq's enqueue does), to a new key
+  of a key-value bucket each time, and the same create-only (with the expected-last-sequence
+  header an OmniQ enqueue sends, so an existing id is never overwritten) — the floors of a
+  single enqueue, and the paired ratio create-only ÷ stream (the median over the turns).
 
     python -m benchmarks.raw \
-        redis|postgres|nats|nats-publish-stream|nats-publish-kv|nats-publish-kv-create \
-        --ns NS [--size N]
+        redis|postgres|nats|nats-publish --ns NS [--size N]
 
-Runs in the project's .venv; prints one ``RESULT`` JSON line like the driver.
+Runs in the project's .venv; prints one ``RESULT`` JSON line like the driver (``nats-publish``:
+a rate per way and the ratio).
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 from benchmarks import services
-from benchmarks.common import NATS, REDIS, print_result
+from benchmarks.common import NATS, REDIS, median, print_result
 
-PUBLISH = ("nats-publish-stream", "nats-publish-kv", "nats-publish-kv-create")
+#: The ways ``nats-publish`` measures: subject (with {ns}, {i}) and headers. Each sends headers,
+#: as Taskiq sends its labels (an empty set) and OmniQ its expected sequence.
+PUBLISH_WAYS = {
+    "stream": ("{ns}.pub", {}),
+    "kv": ("$KV.{ns}_pub.k{i}", {}),
+    "kv-create": ("$KV.{ns}_pub.c{i}", {"Nats-Expected-Last-Subject-Sequence": "0"}),
+}
 
 
 async def redis_ceiling(ns: str, seconds: float) -> float:
@@ -112,49 +121,51 @@ async def nats_ceiling(ns: str, messages: int) -> float:
         await nc.close()
 
 
-async def nats_publish(ns: str, messages: int, kv: bool, create: bool = False) -> float:
-    """Acknowledged publishes per second, one at a time: to one stream subject, or each to a
-    new key of a key-value bucket (history 1, as OmniQ's), optionally create-only."""
+async def nats_publish(ns: str, messages: int, turns: int = 10) -> dict[str, Any]:
+    """Acknowledged publishes per second, one at a time, each way of ``PUBLISH_WAYS`` in turns
+    of ``messages / turns``; and the median over the turns of create-only ÷ stream."""
     import nats
 
     nc = await nats.connect(NATS)
     js = nc.jetstream()
-    stream = f"KV_{ns}_pub" if kv else f"{ns}_pub"
+    payload = b"x" * 112  # an OmniQ enqueue's stored no-op task
+    per_turn = max(1, messages // turns)
+    taken: dict[str, list[float]] = {way: [] for way in PUBLISH_WAYS}
+    count = 0
     try:
-        if kv:
-            await js.create_key_value(bucket=f"{ns}_pub", history=1, direct=True)
-        else:
-            await js.add_stream(name=stream, subjects=[f"{ns}.pub"])
-
-        def subject(i: int) -> str:
-            return f"$KV.{ns}_pub.k{i}" if kv else f"{ns}.pub"
-
-        headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if create else None
-        for i in range(100):  # warm up
-            await js.publish(subject(messages + i), b"x" * 100, headers=headers)
-        started = time.perf_counter()
-        for i in range(messages):
-            await js.publish(subject(i), b"x" * 100, headers=headers)
-        return messages / (time.perf_counter() - started)
+        await js.create_key_value(bucket=f"{ns}_pub", history=1, direct=True)
+        await js.add_stream(name=f"{ns}_pub", subjects=[f"{ns}.pub"])
+        for turn in range(turns + 1):
+            for way, (subject, headers) in PUBLISH_WAYS.items():
+                started = time.perf_counter()
+                for _ in range(per_turn):
+                    count += 1
+                    await js.publish(subject.format(ns=ns, i=count), payload, headers=headers)
+                if turn:  # the first turn warms up
+                    taken[way].append(per_turn / (time.perf_counter() - started))
+        out: dict[str, Any] = {way: median(rates) for way, rates in taken.items()}
+        out["ratio"] = median([c / s for c, s in zip(taken["kv-create"], taken["stream"],
+                                                     strict=True)])
+        return out
     finally:
-        await js.delete_stream(stream)
+        for stream in (f"{ns}_pub", f"KV_{ns}_pub"):
+            await js.delete_stream(stream)
         await nc.close()
 
 
-async def run(args: argparse.Namespace) -> dict[str, float]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.server == "redis":
         return {"rate": await redis_ceiling(args.ns, args.size / 20_000)}
     if args.server == "postgres":
         return {"rate": await postgres_ceiling(args.ns, args.size)}
-    if args.server.startswith("nats-publish"):
-        kv, create = "-kv" in args.server, args.server.endswith("create")
-        return {"rate": await nats_publish(args.ns, args.size // 10, kv, create)}
+    if args.server == "nats-publish":
+        return await nats_publish(args.ns, args.size // 5)
     return {"rate": await nats_ceiling(args.ns, args.size)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.raw")
-    p.add_argument("server", choices=("redis", "postgres", "nats", *PUBLISH))
+    p.add_argument("server", choices=("redis", "postgres", "nats", "nats-publish"))
     p.add_argument("--ns", required=True)
     p.add_argument("--size", type=int, default=50_000,
                    help="jobs/messages (Redis: runs size/20,000 seconds)")

@@ -34,14 +34,16 @@ RAW_NAMES = {"redis": "Redis: pipelined commands/s (redis-py)",
              "nats-publish-kv": "NATS: acknowledged publishes 1-by-1, each to a new key of "
                                 "a bucket (nats-py)",
              "nats-publish-kv-create": "NATS: the same, create-only (expected last sequence "
-                                       "0, as an OmniQ enqueue; nats-py)"}
+                                       "0, as an OmniQ enqueue; nats-py)",
+             "nats-publish-ratio": "NATS: create-only to a new key ÷ to a stream subject, "
+                                   "taken in turns (ratio, not per second)"}
 
 
 def number(value: float | None, key: str = "") -> str:
     """A figure as the tables show it."""
     if value is None:
         return "-"
-    if key.startswith("latency") or key == "ratio":
+    if key.startswith("latency") or key.endswith("ratio"):
         return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
     if key == "raw_pct_c100":
         return f"{value:.1f}%"
@@ -109,7 +111,7 @@ def main_table(results: dict[str, Any], markdown: bool = False) -> str:
 
 def raw_table(results: dict[str, Any], markdown: bool = False) -> str:
     """The raw server ceilings."""
-    rows = [[RAW_NAMES[k], number(v.get("median"))] for k, v in results["raw"].items()]
+    rows = [[RAW_NAMES[k], number(v.get("median"), k)] for k, v in results["raw"].items()]
     return grid(["server limit (same run)", "per second"], rows, markdown, left=1)
 
 

@@ -137,16 +137,28 @@ def measure_cell(runner: Runner, entry: Entry, cell: str, args: list[str], plan:
         progress(f"  {entry.name:24} {cell:13} {shown}  ({took:.0f}s)")
 
 
+#: Raw measurements that give several figures: their parts, each a row of the raw table.
+RAW_PARTS = {"nats-publish": ("stream", "kv", "kv-create", "ratio")}
+
+
+def raw_keys(server: str) -> list[str]:
+    """The raw table's rows that one raw measurement fills."""
+    return [f"{server}-{part}" for part in RAW_PARTS.get(server, ())] or [server]
+
+
 def measure_raw(runner: Runner, servers: list[str], plan: Plan, into: dict[str, Any]) -> None:
     """One sample of each server's raw limit."""
     for server in servers:
         out = runner.call("project", "benchmarks.raw", [server, "--size", str(plan.raw_size)],
                           600)
-        if "error" in out:
-            into[server]["errors"].append(out["error"])
-        else:
-            into[server]["samples"].append(out["rate"])
-        progress(f"  raw {server:20} {report.number(out.get('rate'))}/s")
+        for key in raw_keys(server):
+            if "error" in out:
+                into[key]["errors"].append(out["error"])
+            else:
+                into[key]["samples"].append(out[key.removeprefix(f"{server}-")
+                                                if server in RAW_PARTS else "rate"])
+        shown = ", ".join(f"{k} {report.number(v, k)}" for k, v in out.items() if k != "error")
+        progress(f"  raw {server:20} {shown or out.get('error')}")
 
 
 def medians(record: dict[str, Any]) -> dict[str, float | None]:
@@ -169,9 +181,9 @@ def benchmark(plan: Plan, only: set[str] | None) -> dict[str, Any]:
     chosen = [e for e in SYSTEMS if not only or e.name in only or e.backend in only]
     raws = [b for b in ("redis", "postgres", "nats") if any(e.backend == b for e in chosen)]
     if "nats" in raws:  # the floor of a single enqueue, for Taskiq's way and OmniQ's
-        raws += ["nats-publish-stream", "nats-publish-kv", "nats-publish-kv-create"]
+        raws.append("nats-publish")
     results: dict[str, Any] = {
-        "raw": {k: {"samples": [], "errors": []} for k in raws},
+        "raw": {k: {"samples": [], "errors": []} for r in raws for k in raw_keys(r)},
         "systems": {e.name: {"label": e.label, "backend": e.backend, "omniq": e.is_omniq,
                              "samples": {c: [] for c in ("enqueue", "process_c10",
                                                          "process_c100", "latency")},
