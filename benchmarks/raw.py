@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from contextlib import suppress
 from typing import Any
 
 from benchmarks import services
@@ -125,6 +126,7 @@ async def nats_publish(ns: str, messages: int, turns: int = 10) -> dict[str, Any
     """Acknowledged publishes per second, one at a time, each way of ``PUBLISH_WAYS`` in turns
     of ``messages / turns``; and the median over the turns of create-only ÷ stream."""
     import nats
+    from nats.js.errors import NotFoundError
 
     nc = await nats.connect(NATS)
     js = nc.jetstream()
@@ -149,7 +151,8 @@ async def nats_publish(ns: str, messages: int, turns: int = 10) -> dict[str, Any
         return out
     finally:
         for stream in (f"{ns}_pub", f"KV_{ns}_pub"):
-            await js.delete_stream(stream)
+            with suppress(NotFoundError):  # not made: an error above says why
+                await js.delete_stream(stream)
         await nc.close()
 
 

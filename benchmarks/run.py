@@ -141,9 +141,10 @@ def measure_cell(runner: Runner, entry: Entry, cell: str, args: list[str], plan:
 RAW_PARTS = {"nats-publish": ("stream", "kv", "kv-create", "ratio")}
 
 
-def raw_keys(server: str) -> list[str]:
-    """The raw table's rows that one raw measurement fills."""
-    return [f"{server}-{part}" for part in RAW_PARTS.get(server, ())] or [server]
+def raw_rows(server: str) -> list[tuple[str, str]]:
+    """The raw table's rows that one raw measurement fills: (row key, field of its result)."""
+    parts = RAW_PARTS.get(server)
+    return [(f"{server}-{part}", part) for part in parts] if parts else [(server, "rate")]
 
 
 def measure_raw(runner: Runner, servers: list[str], plan: Plan, into: dict[str, Any]) -> None:
@@ -151,12 +152,11 @@ def measure_raw(runner: Runner, servers: list[str], plan: Plan, into: dict[str, 
     for server in servers:
         out = runner.call("project", "benchmarks.raw", [server, "--size", str(plan.raw_size)],
                           600)
-        for key in raw_keys(server):
+        for key, field in raw_rows(server):
             if "error" in out:
                 into[key]["errors"].append(out["error"])
             else:
-                into[key]["samples"].append(out[key.removeprefix(f"{server}-")
-                                                if server in RAW_PARTS else "rate"])
+                into[key]["samples"].append(out[field])
         shown = ", ".join(f"{k} {report.number(v, k)}" for k, v in out.items() if k != "error")
         progress(f"  raw {server:20} {shown or out.get('error')}")
 
@@ -183,7 +183,7 @@ def benchmark(plan: Plan, only: set[str] | None) -> dict[str, Any]:
     if "nats" in raws:  # the floor of a single enqueue, for Taskiq's way and OmniQ's
         raws.append("nats-publish")
     results: dict[str, Any] = {
-        "raw": {k: {"samples": [], "errors": []} for r in raws for k in raw_keys(r)},
+        "raw": {k: {"samples": [], "errors": []} for r in raws for k, _ in raw_rows(r)},
         "systems": {e.name: {"label": e.label, "backend": e.backend, "omniq": e.is_omniq,
                              "samples": {c: [] for c in ("enqueue", "process_c10",
                                                          "process_c100", "latency")},
