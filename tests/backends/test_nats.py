@@ -24,7 +24,7 @@ from omniq.queue.nats import NATSTaskQueue
 from tests.backends.outage import Outage
 from tests.conformance import tasks
 from tests.conftest import NATS_URL, QueueFactory, new_namespace, require_server
-from tests.helpers import eventually
+from tests.helpers import FALLBACK, PROMPT, eventually
 from tests.processes import ROOT
 from tests.servers import free_port
 
@@ -120,8 +120,8 @@ async def test_resume_from_another_connection_wakes_the_waiter(make_queue: Queue
     await asyncio.sleep(0.05)
     started = time.monotonic()
     await producer.resume("default")
-    await asyncio.wait_for(sleeper, 1.0)
-    assert time.monotonic() - started < 0.25
+    await asyncio.wait_for(sleeper, FALLBACK)
+    assert time.monotonic() - started < PROMPT
     assert await waiter.dequeue() is not None
 
 
@@ -155,7 +155,7 @@ async def test_a_dead_watcher_is_rebuilt_by_the_next_barrier(make_queue: QueueFa
     sleeper = asyncio.create_task(queue.wait_for_work(["default"], 10.0))
     await asyncio.sleep(0.05)
     await producer.enqueue(Task(func=tasks.add, args=(1, 2)))
-    await asyncio.wait_for(sleeper, 1.0)
+    await asyncio.wait_for(sleeper, PROMPT)
 
 
 async def test_get_result_takes_the_end_from_the_watched_bucket(
@@ -355,7 +355,7 @@ async def test_outage_raises_backend_error_then_recovers(make_queue: QueueFactor
         sleeper = asyncio.create_task(queue.wait_for_work(["default"], 10.0))
         await asyncio.sleep(0.05)
         fresh = await producer.enqueue(Task(func=tasks.add, args=(1, 1), priority=9))
-        await asyncio.wait_for(sleeper, 1.0)
+        await asyncio.wait_for(sleeper, PROMPT)
         claimed = await queue.dequeue()
         assert claimed is not None and claimed.id == fresh
     finally:
