@@ -13,6 +13,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-.venv/bin/ruff check omniq
+.venv/bin/ruff check omniq benchmarks tests
 .venv/bin/mypy --strict omniq
 exec .venv/bin/python -m pytest "$@"

@@ -300,7 +300,7 @@ async def test_a_torn_record_is_read_again_under_the_lock_after_recovery(tmp_pat
         assert pending_write(root) == 0
         # A torn record with no journal to redo it: an error that names it.
         (root / "tasks" / "t1.msgpack").write_bytes(whole[:-3])
-        with pytest.raises(SerializationError, match="tasks/t1.msgpack is torn"):
+        with pytest.raises(SerializationError, match=r"tasks/t1\.msgpack is torn"):
             await queue.get_task("t1")
 
 
@@ -357,7 +357,7 @@ async def test_a_whole_but_unreadable_journal_is_an_error_not_skipped(tmp_path: 
         await queue.enqueue(Task(func="m:f", id="t1"))
     bad = encode([7, [["move", "tasks/t1.msgpack", None]]])
     leave_pending(tmp_path / NS, bad)
-    with pytest.raises(BackendError, match="unreadable journal .*unknown operation"):
+    with pytest.raises(BackendError, match=r"unreadable journal .*unknown operation"):
         async with FileTaskQueue(str(tmp_path), namespace=NS):
             pass
     assert pending_write(tmp_path / NS) == len(bad), "left for a human to look at"

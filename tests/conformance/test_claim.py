@@ -21,7 +21,8 @@ async def test_dequeue_empty_returns_none_at_once(queue: BaseTaskQueue) -> None:
 async def test_priority_then_fifo(queue: BaseTaskQueue) -> None:
     ids = []
     for i, priority in enumerate([0, 5, 0, 10, 5, -3, 0]):
-        ids.append(await queue.enqueue(Task(func=tasks.add, args=(i, i), priority=priority, id=f"t{i}")))
+        ids.append(await queue.enqueue(
+            Task(func=tasks.add, args=(i, i), priority=priority, id=f"t{i}")))
     order = []
     while (task := await queue.dequeue()) is not None:
         order.append(task.id)
@@ -58,7 +59,8 @@ async def test_queues_are_separate(queue: BaseTaskQueue) -> None:
 
 async def test_scheduled_task_waits_for_its_time(queue: BaseTaskQueue) -> None:
     run_at = datetime.now(UTC) + timedelta(seconds=0.4)
-    task_id = await queue.enqueue(Task(func=tasks.add, args=(1, 2), schedule=Schedule(run_at=run_at)))
+    task_id = await queue.enqueue(
+        Task(func=tasks.add, args=(1, 2), schedule=Schedule(run_at=run_at)))
     stored = await queue.get_task(task_id)
     assert stored is not None and stored.status is TaskStatus.SCHEDULED
     assert stored.run_at is not None and abs((stored.run_at - run_at).total_seconds()) < 0.001
@@ -70,12 +72,15 @@ async def test_scheduled_task_waits_for_its_time(queue: BaseTaskQueue) -> None:
 
 async def test_naive_run_at_means_utc(queue: BaseTaskQueue) -> None:
     naive = (datetime.now(UTC) + timedelta(hours=2)).replace(tzinfo=None)
-    task_id = await queue.enqueue(Task(func=tasks.add, args=(1, 2), schedule=Schedule(run_at=naive)))
+    task_id = await queue.enqueue(
+        Task(func=tasks.add, args=(1, 2), schedule=Schedule(run_at=naive)))
     stored = await queue.get_task(task_id)
     assert stored is not None and stored.run_at == naive.replace(tzinfo=UTC)
 
 
-async def test_expired_lease_is_reclaimed_without_consuming_a_retry(make_queue: QueueFactory) -> None:
+async def test_expired_lease_is_reclaimed_without_consuming_a_retry(
+    make_queue: QueueFactory,
+) -> None:
     queue = await make_queue(lease_timeout=0.3)
     task_id = await queue.enqueue(Task(func=tasks.add, args=(1, 2), max_retries=1))
     first = await queue.dequeue()

@@ -26,7 +26,8 @@ async def status(queue: BaseTaskQueue, task_id: str) -> TaskStatus:
 async def test_dependent_waits_then_runs(queue: BaseTaskQueue) -> None:
     a = await queue.enqueue(Task(func=tasks.add, args=(1, 1), id="a"))
     b = await queue.enqueue(Task(func=tasks.add, args=(1, 1), id="b"))
-    c = await queue.enqueue(Task(func=tasks.add, args=(1, 1), id="c", depends_on=[a, b], priority=9))
+    c = await queue.enqueue(
+        Task(func=tasks.add, args=(1, 1), id="c", depends_on=[a, b], priority=9))
     assert await status(queue, c) is TaskStatus.WAITING
     assert (await queue.stats()).waiting == 1
     assert await run_one(queue) == "a"

@@ -37,7 +37,8 @@ async def test_enqueue_returns_id_and_stores_pending(queue: BaseTaskQueue) -> No
 async def test_arguments_round_trip_with_rich_types(queue: BaseTaskQueue) -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     task_id = await queue.enqueue(
-        Task(func=tasks.record, args=("x", b"\x00\x01"), kwargs={"when": moment, "n": [1, {"a": None}]})
+        Task(func=tasks.record, args=("x", b"\x00\x01"),
+             kwargs={"when": moment, "n": [1, {"a": None}]})
     )
     stored = await queue.get_task(task_id)
     assert stored is not None

@@ -35,7 +35,8 @@ async def test_burst_runs_async_and_sync_functions(queue: BaseTaskQueue) -> None
 
 
 async def test_failures_retry_then_fail(queue: BaseTaskQueue) -> None:
-    task_id = await queue.enqueue(Task(func=tasks.boom, args=("bad",), max_retries=2, retry_delay=0.05))
+    task_id = await queue.enqueue(
+        Task(func=tasks.boom, args=("bad",), max_retries=2, retry_delay=0.05))
     pool = await drain(queue)
     task = await queue.get_task(task_id)
     assert task is not None and task.status is TaskStatus.FAILED
@@ -84,7 +85,8 @@ async def test_priorities_and_dependencies_through_the_worker(queue: BaseTaskQue
     tasks.calls.clear()
     first = await queue.enqueue(Task(func=tasks.record, args=("low",), priority=0))
     await queue.enqueue(Task(func=tasks.record, args=("high",), priority=10))
-    await queue.enqueue(Task(func=tasks.record, args=("after-low",), priority=99, depends_on=[first]))
+    await queue.enqueue(
+        Task(func=tasks.record, args=("after-low",), priority=99, depends_on=[first]))
     await drain(queue, concurrency=1)
     assert tasks.calls == ["high", "low", "after-low"]
 
@@ -119,7 +121,8 @@ async def test_idle_worker_starts_new_work_promptly(queue: BaseTaskQueue) -> Non
         assert await queue.get_result(task_id, timeout=FALLBACK) == 3
         assert time.monotonic() - started < PROMPT
         run_at = datetime.now(UTC) + timedelta(seconds=0.5)
-        later = await queue.enqueue(Task(func=tasks.add, args=(2, 2), schedule=Schedule(run_at=run_at)))
+        later = await queue.enqueue(
+            Task(func=tasks.add, args=(2, 2), schedule=Schedule(run_at=run_at)))
         assert await queue.get_result(later, timeout=FALLBACK) == 4
         done = await queue.get_task(later)
         assert done is not None and done.started_at is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_cron_across_spring_forward_never_repeats_or_goes_back() -> None:
         assert moment_next is not None and moment_next > moment
         seen.append(moment_next)
         moment = moment_next
-    gaps = {b - a for a, b in zip(seen, seen[1:], strict=False)}
+    gaps = {b - a for a, b in pairwise(seen)}
     assert gaps == {timedelta(hours=1)}, "hourly in real time through the 02:00 gap"
 
 
