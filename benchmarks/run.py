@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import report, services
 from benchmarks.common import ROOT, median
+from benchmarks.raw import PUBLISH_WAYS
 from benchmarks.systems import SYSTEMS, Entry
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -138,7 +139,7 @@ def measure_cell(runner: Runner, entry: Entry, cell: str, args: list[str], plan:
 
 
 #: Raw measurements that give several figures: their parts, each a row of the raw table.
-RAW_PARTS = {"nats-publish": ("stream", "kv", "kv-create", "ratio")}
+RAW_PARTS = {"nats-publish": (*PUBLISH_WAYS, "ratio")}
 
 
 def raw_rows(server: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from omniq import BackendError, InvalidTaskError, SerializationError, Task, Task
 from omniq.queue import rules
 from omniq.queue.file import FileTaskQueue, read_record
 from omniq.serialization import encode
-from tests.helpers import FALLBACK, PROMPT
+from tests.helpers import PROMPT, woken_by
 from tests.processes import ROOT
 
 NS = "filetest"
@@ -489,12 +489,8 @@ async def test_another_process_write_wakes_a_waiting_worker(tmp_path: Path) -> N
     async with FileTaskQueue(str(tmp_path), namespace=NS) as waiter, \
             FileTaskQueue(str(tmp_path), namespace=NS) as producer:
         since = waiter.generation
-        wait = asyncio.create_task(waiter.wait_for_work(["default"], 10, since=since))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        await producer.enqueue(Task(func="m:f"))
-        await asyncio.wait_for(wait, FALLBACK)
-        assert time.monotonic() - started < PROMPT
+        assert await woken_by(waiter, lambda: producer.enqueue(Task(func="m:f")),
+                              since=since) < PROMPT
         assert waiter.generation == since, "woken by the file, not by an in-process notify"
 
 

@@ -21,7 +21,7 @@ from omniq.exceptions import BackendError
 from omniq.queue.postgres import PostgreSQLTaskQueue
 from tests.backends.outage import Outage
 from tests.conftest import POSTGRES_DSN, new_namespace, require_server
-from tests.helpers import FALLBACK, PROMPT, eventually
+from tests.helpers import FALLBACK, PROMPT, eventually, woken_by
 from tests.processes import ROOT
 from tests.servers import free_port
 
@@ -249,19 +249,6 @@ async def test_claim_walks_the_ready_index_without_sorting(make: Factory) -> Non
 async def listening(queue: PostgreSQLTaskQueue) -> None:
     """Start the queue's listener (the first wait returns once it is up)."""
     await asyncio.wait_for(queue.wait_for_work(["default"], 5), 3)
-
-
-async def woken_by(
-    waiter: PostgreSQLTaskQueue, action: Callable[[], Awaitable[Any]], queue_name: str = "default"
-) -> float:
-    """Seconds from ``action`` until ``waiter`` (idle, listening) wakes up."""
-    waiting = asyncio.create_task(waiter.wait_for_work([queue_name], FALLBACK))
-    await asyncio.sleep(0.2)
-    assert not waiting.done(), "no wake-up without a change"
-    start = time.monotonic()
-    await action()
-    await asyncio.wait_for(waiting, FALLBACK)
-    return time.monotonic() - start
 
 
 async def test_notify_wakes_an_idle_waiter_in_another_connection(make: Factory) -> None:
